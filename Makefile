@@ -1,0 +1,50 @@
+# conjure: `make run` and `make test` do all the set-up on a fresh machine (Python venv, Debian and npm data).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM_STAMP := data/npm/node_modules/.installed
+export CONJURE_HOME ?= $(CURDIR)/.cache/conjure
+
+.PHONY: run test setup data model bench clean-cache
+
+setup: $(STAMP) $(NPM_STAMP) system-deps
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+$(NPM_STAMP): data/npm/package.json data/npm/package-lock.json
+	npm ci --prefix data/npm --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+# Debian packages: Fashion-MNIST. Installed when we are root (CI, these machines); otherwise a hint.
+system-deps:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
+	  else echo "optional: sudo apt-get install dataset-fashion-mnist"; fi; fi
+
+# Build the dataset cache (emoji, icons, Fashion-MNIST) from the installed packages.
+data: setup
+	$(BIN)/conjure data build
+
+# The main job: generate with the built-in model (the HTTP service and studio arrive with `conjure serve`).
+run: setup
+	$(BIN)/conjure generate "red apple" -n 4 --seed 1 -o out/
+	$(BIN)/conjure generate "heart icon" -n 4 --seed 1 -o out/
+
+# The test suite (CI runs exactly this). pytest exits non-zero when it collects no test.
+test: setup
+	$(BIN)/python -m pytest -q -n 2 tests
+
+# Reproduce the built-in model conjure-tiny: VAE, then the latent U-Net (resumable; see models/conjure-tiny/README.md).
+model: data
+	$(BIN)/conjure train recipes/conjure-tiny-vae.yaml --export models/conjure-tiny/vae
+	$(BIN)/conjure train recipes/conjure-tiny.yaml --export models/conjure-tiny
+
+bench: setup
+	$(BIN)/python benchmarks/text_to_image.py

@@ -1,0 +1,209 @@
+"""conjure's command line: one Typer app. Bad input exits with status 2 and a message that says what to change."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="conjure: self-hosted generative media.", no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="List and add models.", no_args_is_help=True)
+data_app = typer.Typer(help="Build and inspect the dataset cache.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load_image(path: Path, what: str):
+    """Open a user's image fully (so corrupt files fail here), refusing decompression bombs."""
+    from PIL import Image
+
+    from conjure.pipelines.request import MAX_INIT_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_INIT_PIXELS
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        fail(f"the {what} '{path}' does not exist")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        fail(f"the {what} '{path}' is too large: at most {MAX_INIT_PIXELS} pixels are accepted")
+    except Exception as e:   # PIL raises several types for unreadable data
+        fail(f"cannot read the {what} '{path}' as an image ({type(e).__name__}: {e}); give a PNG or JPEG file")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "image"
+
+
+def _free_path(out: Path, stem: str) -> Path:
+    path = out / f"{stem}.png"
+    i = 1
+    while path.exists():
+        path = out / f"{stem}-{i}.png"
+        i += 1
+    return path
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw, e.g. 'a red apple'.")],
+    n: Annotated[int, typer.Option("-n", "--n", help="Images for this prompt (1-16).")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (model default if unset).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
+    negative: Annotated[str, typer.Option(help="Negative prompt: what to steer away from.")] = "",
+    scheduler: Annotated[Optional[str], typer.Option(help="ddpm, ddim, dpmpp_2m, euler, euler_a, heun.")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Output size in pixels (model's choices).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name (see `conjure models list`).")] = None,
+    init_image: Annotated[Optional[Path], typer.Option(help="Start from this image (image-to-image).")] = None,
+    strength: Annotated[float, typer.Option(help="How much of the init image to repaint, 0-1.")] = 0.75,
+    mask: Annotated[Optional[Path], typer.Option(help="Inpainting mask: white = repaint.")] = None,
+    precision: Annotated[str, typer.Option(help="bf16 (fast on CPU) or fp32.")] = "bf16",
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("out"),
+) -> None:
+    """Generate images from a prompt and write PNGs that carry their parameters."""
+    from tqdm import tqdm
+
+    from conjure.config import get_settings
+    from conjure.pipelines import load_pipeline
+    from conjure.pipelines.request import GenerationRequest
+    from conjure.provenance.metadata import parameters_text, save_png
+
+    # 1. read inputs and check everything before anything is written
+    init = _load_image(init_image, "init image") if init_image else None
+    mask_im = _load_image(mask, "mask") if mask else None
+    if precision not in ("bf16", "fp32"):
+        fail("--precision must be bf16 or fp32")
+    req = GenerationRequest(prompt, negative_prompt=negative, n=n, seed=seed, steps=steps, guidance=guidance,
+                            scheduler=scheduler, size=size, init_image=init, strength=strength, mask=mask_im)
+    try:
+        pipe = load_pipeline(model or get_settings().default_model, precision=precision)
+        req = pipe.check(req)
+    except ValueError as e:
+        fail(str(e))
+    # 2. generate with a progress bar
+    bar = tqdm(total=req.steps, desc="sampling", unit="step", file=sys.stderr, leave=False)
+    result = pipe(req, progress=lambda i, total: bar.update(i - bar.n))
+    bar.close()
+    # 3. write PNGs with the A1111 parameters chunk
+    out.mkdir(parents=True, exist_ok=True)
+    for image, s in zip(result.images, result.seeds):
+        text = parameters_text(req.prompt, req.negative_prompt, req.steps, req.scheduler, req.guidance, s,
+                               req.size, result.model, result.model_hash,
+                               extra={"Task": req.task} if req.task != "text_to_image" else None)
+        path = save_png(image, _free_path(out, f"{_slug(req.prompt)}-{s}"), text)
+        typer.echo(str(path))
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show built-in and added models."""
+    from conjure.pipelines.registry import list_models
+    entries = list_models()
+    if as_json:
+        typer.echo(json.dumps([{"name": m.name, "path": str(m.path), "kind": m.kind, "builtin": m.builtin}
+                               for m in entries], indent=1))
+        return
+    if not entries:
+        typer.echo("no models: the built-in models live under models/; add one with: conjure models add PATH")
+    for m in entries:
+        typer.echo(f"{m.name:24s} {'built-in' if m.builtin else 'added':9s} {m.kind:28s} {m.path}")
+
+
+@models_app.command("add")
+def models_add(path: Path, name: Annotated[Optional[str], typer.Option(help="Name to register.")] = None) -> None:
+    """Register a local diffusers pipeline folder (for example a Stable Diffusion checkout)."""
+    from conjure.pipelines.registry import add_model
+    try:
+        entry = add_model(path, name)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(f"added {entry.name} ({entry.kind}) -> {entry.path}")
+
+
+@data_app.command("build")
+def data_build(
+    source: Annotated[Optional[list[str]], typer.Option(help="Source(s) to build; default all.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Build at most this many items per source.")] = None,
+) -> None:
+    """Build the local dataset cache from the installed registry packages."""
+    from conjure.data import SOURCES, MissingSource, build_source
+    names = source or list(SOURCES)
+    unknown = [s for s in names if s not in SOURCES]
+    if unknown:
+        fail(f"unknown source(s): {', '.join(unknown)}; choose from: {', '.join(SOURCES)}")
+    for s in names:
+        try:
+            path = build_source(s, limit=limit)
+        except MissingSource as e:
+            fail(str(e))
+        meta = json.loads((path / "meta.json").read_text())
+        typer.echo(f"{s}: {meta['count']} items {meta['splits']} -> {path}")
+
+
+@data_app.command("show")
+def data_show(
+    source: Annotated[str, typer.Option(help="Source to show.")] = "noto",
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "train",
+    count: Annotated[int, typer.Option("-n", help="Number of items.")] = 32,
+    seed: Annotated[int, typer.Option(help="Which items (random but fixed by the seed).")] = 0,
+    out: Annotated[Path, typer.Option("-o", "--out")] = Path("contact-sheet.png"),
+) -> None:
+    """Write a captioned contact sheet PNG of a source."""
+    import numpy as np
+
+    from conjure.data import load_source
+    from conjure.data.build import SPLITS
+    from conjure.data.show import save_contact_sheet
+    if split not in SPLITS:
+        fail(f"unknown split '{split}'; choose from: {', '.join(SPLITS)}")
+    try:
+        d = load_source(source, split)
+    except FileNotFoundError as e:
+        fail(str(e))
+    idx = np.random.default_rng(seed).choice(len(d), min(count, len(d)), replace=False)
+    save_contact_sheet(out, [d.images[i] for i in idx], [d.records[i]["captions"][0] for i in idx])
+    typer.echo(str(out))
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="A recipe YAML under recipes/.")],
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
+    images: Annotated[Optional[int], typer.Option(help="Override the recipe's image budget.")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Copy the trained model folder here at the end.")] = None,
+) -> None:
+    """Train a model from a recipe, in a new run directory (or resume one)."""
+    from conjure.config import get_settings
+    from conjure.training.recipe import load_any_recipe, run_recipe
+    try:
+        rec = load_any_recipe(recipe, images=images)
+    except ValueError as e:
+        fail(str(e))
+    if dry_run:
+        typer.echo(json.dumps(rec.to_dict(), indent=1))
+        return
+    settings = get_settings()
+    result = run_recipe(rec, settings, resume=resume, max_minutes=max_minutes, export=export)
+    typer.echo(str(result))
+
+
+def main() -> None:
+    from conjure.config import offline_environment
+    offline_environment()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Diffusion math: training schedule, losses, guidance and the sampler registry."""

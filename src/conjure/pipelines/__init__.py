@@ -1,0 +1,14 @@
+"""Inference pipelines, one task per file; `load_pipeline` picks the right one for a model name."""
+
+from __future__ import annotations
+
+
+def load_pipeline(name: str, precision: str = "bf16"):
+    """A ready pipeline for a built-in or added model (raises ValueError for an unknown name)."""
+    from conjure.pipelines.registry import get_model
+    entry = get_model(name)
+    if entry.kind == "conjure":
+        from conjure.pipelines.text_to_image import TextToImagePipeline
+        return TextToImagePipeline.from_folder(entry.path, precision=precision)
+    from conjure.pipelines.diffusers_folder import DiffusersFolderPipeline
+    return DiffusersFolderPipeline(entry.path, name=entry.name)

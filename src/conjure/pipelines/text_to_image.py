@@ -1,0 +1,158 @@
+"""Latent-diffusion text-to-image (with image-to-image and inpainting on the same weights).
+
+`__call__` reads as numbered steps. Safety and provenance steps attach here as they are built.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from conjure.diffusion.guidance import cfg_combine
+from conjure.diffusion.samplers import make_sampler
+from conjure.pipelines.components import Components, load_components
+from conjure.pipelines.request import GenerationRequest, RequestError, check_request, mask_array
+
+ProgressFn = Callable[[int, int], None]   # (step done, total steps)
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    request: GenerationRequest
+    model: str
+    model_hash: str
+    timings: dict[str, float] = field(default_factory=dict)   # seconds per stage
+
+
+def to_latent_input(image: Image.Image, size: int) -> torch.Tensor:
+    """PIL image -> (1, 3, size, size) in [-1, 1]; transparency composited onto white."""
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB").resize((size, size), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+class TextToImagePipeline:
+    """Prompt -> images. Components: `unet`, `vae`, the model's `scheduler_config`, `text_encoder`."""
+
+    def __init__(self, components: Components, text_encoder=None, precision: str = "bf16"):
+        if precision not in ("bf16", "fp32"):
+            raise ValueError("precision must be 'bf16' or 'fp32'")
+        self.components = components
+        self.unet = components.unet
+        self.vae = components.vae
+        self.spec = components.spec
+        self.precision = precision
+        if text_encoder is None:
+            from conjure.text import get_text_encoder
+            text_encoder = get_text_encoder()
+        self.text_encoder = text_encoder
+
+    @classmethod
+    def from_folder(cls, folder: Path, **kw) -> "TextToImagePipeline":
+        return cls(load_components(folder), **kw)
+
+    def resolve(self, req: GenerationRequest) -> GenerationRequest:
+        """Fill the model's defaults into unset fields."""
+        s = self.spec
+        return replace(req, steps=req.steps or s.default_steps,
+                       guidance=s.default_guidance if req.guidance is None else req.guidance,
+                       scheduler=req.scheduler or s.default_scheduler, size=req.size or s.default_size)
+
+    def check(self, req: GenerationRequest) -> GenerationRequest:
+        req = self.resolve(req)
+        check_request(req, self.spec.sizes, token_count=self.text_encoder.count_tokens)
+        return req
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+    @torch.inference_mode()
+    def __call__(self, req: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        # 1. check inputs
+        req = self.check(req)
+        n, base = req.n, self.spec.base_size
+        sf = self.vae.config.scaling_factor
+        # 2. encode prompt; the negative prompt replaces the unconditional branch
+        use_cfg = req.guidance != 1.0
+        prompts = [req.negative_prompt, req.prompt] if use_cfg else [req.prompt]
+        states, mask = self.text_encoder.encode(prompts, max_tokens=self.spec.max_tokens)
+        ctx = states.repeat_interleave(n, dim=0)                       # (k*n, T, D), uncond first
+        ctx_mask = mask.repeat_interleave(n, dim=0)
+        timings["encode_text"] = time.perf_counter() - t0
+        # 3. sampler and timesteps (image-to-image skips the first 1 - strength of them)
+        t1 = time.perf_counter()
+        sched = make_sampler(req.scheduler, self.components.scheduler_config)
+        sched.set_timesteps(req.steps)
+        timesteps = sched.timesteps
+        if req.init_image is not None:
+            keep = min(int(round(req.steps * req.strength)), req.steps)
+            timesteps = timesteps[(req.steps - keep) * sched.order:]
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index((req.steps - keep) * sched.order)
+            if len(timesteps) == 0:
+                raise RequestError("strength is too low for this many steps: nothing would be repainted")
+        # 4. initial latents: image i draws its noise from seed + i alone
+        gens = [torch.Generator().manual_seed(req.seed + i) for i in range(n)]
+        h = base // 4
+        noise = torch.cat([torch.randn((1, self.vae.config.latent_channels, h, h), generator=g) for g in gens])
+        init_latents = blend = None
+        if req.init_image is not None:
+            x = to_latent_input(req.init_image, base)
+            init_latents = (self.vae.encode(x).latent_dist.mode() * sf).repeat(n, 1, 1, 1)   # (n, C, h, w)
+            latents = sched.add_noise(init_latents, noise, timesteps[:1])
+            if req.mask is not None:
+                blend = torch.from_numpy(mask_array(req.mask, h))[None, None]                # (1, 1, h, w)
+        else:
+            latents = noise * sched.init_noise_sigma
+        # 5. denoise, with masked blending at every step for inpainting
+        total = len(timesteps)
+        step_kw = {"generator": gens} if "generator" in inspect.signature(sched.step).parameters else {}
+        with self._autocast():
+            for i, t in enumerate(timesteps):
+                x_in = torch.cat([latents] * 2) if use_cfg else latents
+                x_in = sched.scale_model_input(x_in, t)
+                pred = self.unet(x_in, t, encoder_hidden_states=ctx, encoder_attention_mask=ctx_mask).sample.float()
+                if use_cfg:
+                    pred_uncond, pred_cond = pred.chunk(2)
+                    pred = cfg_combine(pred_uncond, pred_cond, req.guidance)
+                latents = sched.step(pred, t, latents, **step_kw).prev_sample
+                if blend is not None:
+                    known = init_latents if i == total - 1 else sched.add_noise(init_latents, noise, timesteps[i + 1:i + 2])
+                    latents = blend * latents + (1 - blend) * known
+                if progress:
+                    progress(i + 1, total)
+        timings["sample"] = time.perf_counter() - t1
+        # 6. decode to pixels
+        t2 = time.perf_counter()
+        with self._autocast():
+            pixels = self.vae.decode(latents / sf).sample.float()                           # (n, 3, H, W)
+        arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        timings["decode"] = time.perf_counter() - t2
+        # 7. upsample to the delivered size
+        t3 = time.perf_counter()
+        images = [self.upsample(Image.fromarray(a), req.size) for a in arr]
+        timings["upsample"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+        name = self.spec.name
+        return GenerationResult(images, [req.seed + i for i in range(n)], req, name,
+                                self.components.model_hash, timings)
+
+    def upsample(self, image: Image.Image, size: int) -> Image.Image:
+        if image.size == (size, size):
+            return image
+        return image.resize((size, size), Image.LANCZOS)

@@ -1,0 +1,1 @@
+"""Training: recipes, the diffusion training loop, EMA, run directories and checkpoints."""

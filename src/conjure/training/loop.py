@@ -1,0 +1,159 @@
+"""The latent-diffusion training loop (accelerate: CPU with bf16 autocast, one GPU or several).
+
+A run directory holds: config.json (the resolved recipe), log.jsonl, samples/*.png, and
+checkpoint/ with the inference weights (unet/, unet_ema/ as diffusers folders) and the training
+state (state.pt: optimizer, step, RNG; loaded with weights_only=True) as separate files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from conjure.diffusion.losses import diffusion_loss
+from conjure.diffusion.schedule import q_sample, training_scheduler
+from conjure.models.unet import UNET_PRESETS, build_unet
+from conjure.models.vae import TinyVAE
+from conjure.pipelines.components import Components, ModelSpec, save_components
+from conjure.training.cache import build_cache
+from conjure.training.ema import EMA
+from conjure.training.recipe import Recipe
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """A fresh directory per run; an existing one is never reused or overwritten."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        d = runs_dir / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+        try:
+            d.mkdir(parents=True)
+            return d
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under {runs_dir}")
+
+
+def read_prompts(path: Path) -> list[str]:
+    return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | None = None) -> Path:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    # --- setup: device, seed, resolved config
+    acc = Accelerator(mixed_precision=recipe.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(recipe.seed)
+    ckpt = run_dir / "checkpoint"
+    resuming = (ckpt / "state.pt").is_file()
+    if not resuming:
+        (run_dir / "config.json").write_text(json.dumps(recipe.to_dict(), indent=1))
+
+    # --- data: cached latents and token states, so that a step costs only the U-Net
+    vae = TinyVAE.from_pretrained(recipe.vae).eval()
+    cache = build_cache(cache_dir, vae, Path(recipe.vae) / "diffusion_pytorch_model.safetensors", recipe.sources,
+                        recipe.image_size, recipe.max_tokens)
+    n_items = cache.latents.shape[0]
+    n_caps = torch.tensor([len(c) for c in cache.item_captions])
+    cap_table = torch.zeros(n_items, int(n_caps.max()), dtype=torch.long)
+    for i, ids in enumerate(cache.item_captions):
+        cap_table[i, :len(ids)] = torch.tensor(ids)
+
+    # --- model, schedule, optimiser, EMA
+    unet = build_unet(UNET_PRESETS[recipe.unet_preset])
+    sched = training_scheduler(prediction_type=recipe.prediction_type)
+    alpha_bar = sched.alphas_cumprod
+    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    step, images_seen = 0, 0
+    gen = torch.Generator().manual_seed(recipe.seed)
+    if resuming:
+        from diffusers import UNet2DConditionModel
+        unet = UNet2DConditionModel.from_pretrained(ckpt / "unet")
+        opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+        opt.load_state_dict(state["opt"])
+        step, images_seen = int(state["step"]), int(state["images_seen"])
+        gen.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+    ema = EMA(unet, recipe.ema_half_life_images)
+    if resuming:
+        ema.model.load_state_dict(type(unet).from_pretrained(ckpt / "unet_ema").state_dict())
+    unet, opt = acc.prepare(unet, opt)
+    prompts = read_prompts(recipe.sample_prompts)
+    spec = ModelSpec(name=recipe.name, base_size=recipe.image_size, max_tokens=recipe.max_tokens)
+
+    def save() -> None:
+        raw = acc.unwrap_model(unet)
+        ckpt.mkdir(exist_ok=True)
+        raw.save_pretrained(ckpt / "unet")
+        ema.model.save_pretrained(ckpt / "unet_ema")
+        save_components(Components(ema.model, vae, dict(sched.config), spec), run_dir / "model")
+        tmp = ckpt / "state.pt.tmp"
+        torch.save({"opt": opt.state_dict(), "step": step, "images_seen": images_seen, "rng": gen.get_state(),
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(ckpt / "state.pt")   # atomic: a killed run leaves the previous state intact
+
+    # --- loop
+    B = recipe.batch
+    t_start = time.time()
+    log = open(run_dir / "log.jsonl", "a")
+    bar = tqdm(total=recipe.images, initial=images_seen, unit="img", unit_scale=True, desc=recipe.name)
+    while images_seen < recipe.images:
+        lr = recipe.lr * min(1.0, (images_seen + B) / max(recipe.warmup_images, 1))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, n_items, (B,), generator=gen)
+        pick = (torch.rand(B, generator=gen) * n_caps[idx]).long()
+        cap = cap_table[idx, pick]
+        cap = torch.where(torch.rand(B, generator=gen) < recipe.prompt_dropout, torch.zeros_like(cap), cap)
+        x_0 = cache.latents[idx].float().to(acc.device)                          # (B, C, h, w)
+        ctx = cache.states[cap].float().to(acc.device)                           # (B, T, 384)
+        ctx_mask = cache.masks[cap].to(acc.device)                               # (B, T)
+        eps = torch.randn(x_0.shape, generator=gen).to(acc.device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=gen).to(acc.device)
+        x_t = q_sample(x_0, eps, t, alpha_bar.to(acc.device))
+        with acc.autocast():
+            pred = unet(x_t, t, encoder_hidden_states=ctx, encoder_attention_mask=ctx_mask).sample
+        loss = diffusion_loss(pred, x_0, eps, t, alpha_bar.to(acc.device), recipe.prediction_type)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+        images_seen += B
+        ema.update(acc.unwrap_model(unet), images_seen, B)
+        bar.update(B)
+        elapsed = time.time() - t_start
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 20 == 0:
+            log.write(json.dumps({"step": step, "images_seen": images_seen, "loss": loss.item(), "lr": lr,
+                                  "elapsed_s": round(elapsed, 1)}) + "\n")
+            log.flush()
+        out_of_time = max_minutes is not None and elapsed > max_minutes * 60
+        crossed = lambda every: images_seen // every != (images_seen - B) // every   # noqa: E731
+        if crossed(recipe.save_every_images) or images_seen >= recipe.images or out_of_time:
+            save()
+        if crossed(recipe.sample_every_images) or images_seen >= recipe.images or out_of_time:
+            write_sample_grid(run_dir / "samples" / f"{images_seen:09d}.png", run_dir / "model", prompts)
+        if out_of_time:
+            break
+    bar.close()
+    log.close()
+    return run_dir / "model"
+
+
+def write_sample_grid(path: Path, model_dir: Path, prompts: list[str], seed: int = 0) -> Path:
+    """One image per fixed prompt with the EMA weights: 20 DPM++ 2M steps, guidance 5, 64x64."""
+    from conjure.data.show import save_contact_sheet
+    from conjure.pipelines.request import GenerationRequest
+    from conjure.pipelines.text_to_image import TextToImagePipeline
+    pipe = TextToImagePipeline.from_folder(model_dir)
+    images = [pipe(GenerationRequest(p, seed=seed, size=pipe.spec.base_size)).images[0] for p in prompts]
+    return save_contact_sheet(path, [np.asarray(i) for i in images], prompts, cols=8)
