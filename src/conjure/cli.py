@@ -75,7 +75,7 @@ def generate(
 
     from conjure.config import get_settings
     from conjure.pipelines import load_pipeline
-    from conjure.pipelines.request import GenerationRequest
+    from conjure.pipelines.request import GenerationRequest, RequestError
     from conjure.provenance.metadata import parameters_text, save_png
 
     # 1. read inputs and check everything before anything is written
@@ -92,7 +92,11 @@ def generate(
         fail(str(e))
     # 2. generate with a progress bar
     bar = tqdm(total=req.steps, desc="sampling", unit="step", file=sys.stderr, leave=False)
-    result = pipe(req, progress=lambda i, total: bar.update(i - bar.n))
+    try:
+        result = pipe(req, progress=lambda i, total: bar.update(i - bar.n))
+    except RequestError as e:   # checks that need the sampler's timesteps (strength too low for the steps)
+        bar.close()
+        fail(str(e))
     bar.close()
     # 3. write PNGs with the A1111 parameters chunk
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +142,8 @@ def data_build(
     """Build the local dataset cache from the installed registry packages."""
     from conjure.data import SOURCES, MissingSource, build_source
     names = source or list(SOURCES)
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1")
     unknown = [s for s in names if s not in SOURCES]
     if unknown:
         fail(f"unknown source(s): {', '.join(unknown)}; choose from: {', '.join(SOURCES)}")

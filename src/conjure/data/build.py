@@ -45,6 +45,8 @@ def build_source(source: str, settings: Settings | None = None, limit: int | Non
         records.append({"captions": item.captions, "name": item.name, "source": item.source,
                         "licence": item.licence, "group": item.group, "labels": item.labels,
                         "split": split_of(item.group, item.labels)})
+    if not records:
+        raise ValueError(f"data source '{source}' produced no items (limit={limit}); nothing was written")
     out = source_dir(source, settings)
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)

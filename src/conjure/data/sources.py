@@ -60,7 +60,7 @@ def _npm_package(settings: Settings, package: str) -> Path:
     if not path.is_dir():
         raise MissingSource(
             f"data source package '{package}' is not installed under {settings.npm_dir}. "
-            f"Install the data packages with: npm ci --prefix data/npm   (or: make data-deps)")
+            f"Install the data packages with: npm ci --prefix data/npm   (or: make setup)")
     return path
 
 
@@ -96,8 +96,11 @@ def _words(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip().lower()
 
 
-def gender_of(name: str) -> str:
-    """The gender word an emoji name uses ("man", "woman", "person") or "none"."""
+def gender_of(name: str, category: str = "People & Body") -> str:
+    """The gender word a people emoji's name uses ("man", "woman", "person"), else "none"
+    (so that "flag: Isle of Man" has none)."""
+    if category != "People & Body":
+        return "none"
     for word in _words(name).split():
         if word in _GENDER_WORDS:
             return _GENDER_WORDS[word]
@@ -168,7 +171,7 @@ def build_noto(settings: Settings) -> Iterator[Item]:
                 image=_on_white(Image.open(path)), captions=_emoji_captions(label, tags), name=_words(label),
                 source="noto", licence="Apache-2.0", group="emoji:" + _emoji_key(hexcode),
                 labels={"category": e["category"], "subcategory": e["subcategory"],
-                        "skin_tone": _skin_of(hexcode), "gender": gender_of(label)})
+                        "skin_tone": _skin_of(hexcode), "gender": gender_of(label, e["category"])})
 
 
 def build_twemoji(settings: Settings) -> Iterator[Item]:
@@ -185,7 +188,7 @@ def build_twemoji(settings: Settings) -> Iterator[Item]:
             name=_words(info["label"]), source="twemoji", licence="CC-BY-4.0",
             group="emoji:" + info["base"],
             labels={"category": cat, "subcategory": sub, "skin_tone": _skin_of(path.stem),
-                    "gender": gender_of(info["label"])})
+                    "gender": gender_of(info["label"], cat)})
 
 
 # --------------------------------------------------------------------------------------- icons

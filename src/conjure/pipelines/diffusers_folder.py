@@ -39,8 +39,10 @@ class DiffusersFolderPipeline:
         return self._hash
 
     def check(self, req: GenerationRequest) -> GenerationRequest:
-        req = replace(req, steps=req.steps or 25, guidance=7.5 if req.guidance is None else req.guidance,
-                      scheduler=req.scheduler or DEFAULT_SAMPLER, size=req.size or self.native_size)
+        req = replace(req, steps=25 if req.steps is None else req.steps,
+                      guidance=7.5 if req.guidance is None else req.guidance,
+                      scheduler=req.scheduler or DEFAULT_SAMPLER,
+                      size=self.native_size if req.size is None else req.size)
         check_request(req, self.sizes)
         return req
 
@@ -56,8 +58,8 @@ class DiffusersFolderPipeline:
                   guidance_scale=req.guidance, generator=gens, num_images_per_prompt=req.n)
 
         def on_step(pipe, i, t, cb_kwargs):
-            if progress:
-                progress(i + 1, req.steps)
+            if progress:   # diffusers calls back once per network evaluation (twice per step for Heun)
+                progress(i + 1, len(pipe.scheduler.timesteps))
             return cb_kwargs
         # 3. run the task: text-to-image, image-to-image or inpainting through diffusers' own pipelines
         if req.init_image is None:

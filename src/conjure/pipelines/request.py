@@ -77,6 +77,9 @@ def check_request(req: GenerationRequest, sizes: list[int], token_count=None) ->
     if req.init_image is not None:
         if not 0.0 < req.strength <= 1.0:
             raise RequestError(f"strength must be in (0, 1], got {req.strength}")
+        if int(round(req.steps * req.strength)) < 1:
+            raise RequestError(f"strength {req.strength} with {req.steps} steps repaints nothing: "
+                               "raise --strength or --steps")
         w, h = req.init_image.size
         if w * h > MAX_INIT_PIXELS:
             raise RequestError(f"the init image is {w}x{h}; at most {MAX_INIT_PIXELS} pixels are accepted")

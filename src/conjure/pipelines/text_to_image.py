@@ -65,9 +65,10 @@ class TextToImagePipeline:
     def resolve(self, req: GenerationRequest) -> GenerationRequest:
         """Fill the model's defaults into unset fields."""
         s = self.spec
-        return replace(req, steps=req.steps or s.default_steps,
+        return replace(req, steps=s.default_steps if req.steps is None else req.steps,
                        guidance=s.default_guidance if req.guidance is None else req.guidance,
-                       scheduler=req.scheduler or s.default_scheduler, size=req.size or s.default_size)
+                       scheduler=req.scheduler or s.default_scheduler,
+                       size=s.default_size if req.size is None else req.size)
 
     def check(self, req: GenerationRequest) -> GenerationRequest:
         req = self.resolve(req)

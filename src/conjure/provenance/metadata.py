@@ -29,12 +29,14 @@ def parameters_text(prompt: str, negative: str, steps: int, sampler: str, guidan
 def parse_parameters(text: str) -> dict:
     """Read a `parameters` chunk back into {'prompt', 'negative_prompt', <fields>}."""
     lines = text.split("\n")
-    out = {"prompt": lines[0], "negative_prompt": ""}
-    rest = lines[1:]
-    if rest and rest[0].startswith("Negative prompt: "):
-        out["negative_prompt"] = rest[0][len("Negative prompt: "):]
-        rest = rest[1:]
-    for m in re.finditer(r"\s*([\w ]+): ([^,]+)", ",".join(rest)):
+    neg = next((i for i, ln in enumerate(lines) if ln.startswith("Negative prompt: ")), None)
+    # As A1111 reads it: the prompt is everything before the negative prompt (or the settings line).
+    end = neg if neg is not None else max(len(lines) - 1, 1)
+    out = {"prompt": "\n".join(lines[:end]), "negative_prompt": ""}
+    if neg is not None:
+        out["negative_prompt"] = "\n".join(lines[neg:-1])[len("Negative prompt: "):]
+    settings = lines[-1] if len(lines) > 1 else ""
+    for m in re.finditer(r"\s*([\w ]+): ([^,]+)", settings):
         out[m.group(1).strip()] = m.group(2).strip()
     return out
 

@@ -8,7 +8,7 @@ state (state.pt: optimizer, step, RNG; loaded with weights_only=True) as separat
 from __future__ import annotations
 
 import json
-import math
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,7 +100,12 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(ckpt / "state.pt")   # atomic: a killed run leaves the previous state intact
 
-    # --- loop
+    # --- loop (SIGTERM/SIGINT finish the current step, save a checkpoint and stop)
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     B = recipe.batch
     t_start = time.time()
     log = open(run_dir / "log.jsonl", "a")
@@ -136,7 +141,7 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
             log.write(json.dumps({"step": step, "images_seen": images_seen, "loss": loss.item(), "lr": lr,
                                   "elapsed_s": round(elapsed, 1)}) + "\n")
             log.flush()
-        out_of_time = max_minutes is not None and elapsed > max_minutes * 60
+        out_of_time = (max_minutes is not None and elapsed > max_minutes * 60) or stop["requested"]
         crossed = lambda every: images_seen // every != (images_seen - B) // every   # noqa: E731
         if crossed(recipe.save_every_images) or images_seen >= recipe.images or out_of_time:
             save()
@@ -146,6 +151,8 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
             break
     bar.close()
     log.close()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     return run_dir / "model"
 
 

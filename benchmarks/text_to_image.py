@@ -1,0 +1,180 @@
+"""Text-to-image speed on this machine: conjure's default pipeline against a plain diffusers loop.
+
+Writes benchmarks/results/text_to_image.json and .md. Every figure is a median of repeated runs,
+and the arms are interleaved (A, B, C, A, B, C, ...) so that machine noise hits them alike.
+
+    python benchmarks/text_to_image.py [--model conjure-tiny] [--repeats 9] [--cold-runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PROMPT, NEGATIVE, STEPS, GUIDANCE, SCHEDULER = "red apple", "blurry", 20, 5.0, "dpmpp_2m"
+
+
+def plain_diffusers_loop(unet, scheduler, states, mask, seed: int, guidance: float, steps: int) -> torch.Tensor:
+    """The sampling loop as diffusers' documentation writes it (fp32, no_grad, CFG by concatenation)."""
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn((1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size),
+                          generator=generator)
+    scheduler.set_timesteps(steps)
+    latents = latents * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        latent_model_input = torch.cat([latents] * 2)
+        latent_model_input = scheduler.scale_model_input(latent_model_input, timestep=t)
+        with torch.no_grad():
+            noise_pred = unet(latent_model_input, t, encoder_hidden_states=states,
+                              encoder_attention_mask=mask).sample
+        noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+        noise_pred = noise_pred_uncond + guidance * (noise_pred_text - noise_pred_uncond)
+        latents = scheduler.step(noise_pred, t, latents).prev_sample
+    return latents
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def cold_start(model: str, runs: int) -> tuple[list[float], float]:
+    """Wall time of `conjure generate` from process start to the PNG written; peak RSS of those processes."""
+    times = []
+    exe = str(Path(sys.executable).with_name("conjure"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs + 1):            # the first run warms the page cache and is not counted
+            t0 = time.perf_counter()
+            subprocess.run([exe, "generate", PROMPT, "--model", model, "--seed", str(i), "-o", tmp],
+                           check=True, capture_output=True)
+            if i:
+                times.append(time.perf_counter() - t0)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return times, peak_mb
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="conjure-tiny")
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--cold-runs", type=int, default=5)
+    ap.add_argument("--psnr-seeds", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=RESULTS / "text_to_image")
+    args = ap.parse_args()
+
+    from conjure.config import offline_environment
+    from conjure.diffusion.samplers import make_sampler
+    from conjure.pipelines import load_pipeline
+    from conjure.pipelines.request import GenerationRequest
+    from conjure.provenance.metadata import parameters_text, save_png
+    offline_environment()
+
+    fast = load_pipeline(args.model, precision="bf16")      # conjure's default path
+    exact = load_pipeline(args.model, precision="fp32")     # the same code at full precision
+    unet, cfg = fast.unet, fast.components.scheduler_config
+    states, mask = fast.text_encoder.encode([NEGATIVE, PROMPT], max_tokens=fast.spec.max_tokens)
+    req = GenerationRequest(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=GUIDANCE, scheduler=SCHEDULER)
+
+    rows = {"latency": [], "stages": [], "conjure_sample": [], "conjure_fp32_sample": [], "diffusers_sample": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats + 1):     # round 0 warms up and is discarded
+            # A. conjure default: prompt -> delivered PNG on disk
+            t0 = time.perf_counter()
+            res = fast(GenerationRequest(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=GUIDANCE,
+                                         scheduler=SCHEDULER, seed=r))
+            r_req = res.request
+            t_png = time.perf_counter()
+            save_png(res.images[0], Path(tmp) / f"{r}.png",
+                     parameters_text(r_req.prompt, r_req.negative_prompt, r_req.steps, r_req.scheduler,
+                                     r_req.guidance, r, r_req.size, res.model, res.model_hash))
+            t1 = time.perf_counter()
+            # B. conjure at fp32
+            res32 = exact(GenerationRequest(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=GUIDANCE,
+                                            scheduler=SCHEDULER, seed=r))
+            # C. plain diffusers loop, same weights, scheduler, steps and precomputed text states
+            sched = make_sampler(SCHEDULER, cfg)
+            t2 = time.perf_counter()
+            plain_diffusers_loop(unet, sched, states, mask, r, GUIDANCE, STEPS)
+            t3 = time.perf_counter()
+            if r == 0:
+                continue
+            rows["latency"].append(t1 - t0)
+            rows["stages"].append({**res.timings, "png_write": t1 - t_png})
+            rows["conjure_sample"].append(res.timings["sample"])
+            rows["conjure_fp32_sample"].append(res32.timings["sample"])
+            rows["diffusers_sample"].append(t3 - t2)
+
+    # PSNR of the bf16 path against fp32 images of the same seeds (at the model's base size)
+    psnrs = []
+    for s in range(args.psnr_seeds):
+        q = GenerationRequest(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=GUIDANCE, scheduler=SCHEDULER,
+                              seed=1000 + s, size=fast.spec.base_size)
+        psnrs.append(psnr(np.asarray(fast(q).images[0]), np.asarray(exact(q).images[0])))
+
+    cold, peak_mb = cold_start(args.model, args.cold_runs)
+    med = statistics.median
+    stage_keys = [k for k in rows["stages"][0] if k != "total"]
+    result = {
+        "model": args.model, "prompt": PROMPT, "steps": STEPS, "scheduler": SCHEDULER, "guidance": GUIDANCE,
+        "size": fast.spec.default_size, "repeats": args.repeats,
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "torch": torch.__version__},
+        "latency_s_median": med(rows["latency"]),
+        "stage_medians_s": {k: med([s[k] for s in rows["stages"]]) for k in stage_keys},
+        "sample_s_median": {"conjure_bf16": med(rows["conjure_sample"]),
+                            "conjure_fp32": med(rows["conjure_fp32_sample"]),
+                            "diffusers_plain_fp32": med(rows["diffusers_sample"])},
+        "speedup_vs_diffusers": med(rows["diffusers_sample"]) / med(rows["conjure_sample"]),
+        "speedup_vs_diffusers_per_round": [d / c for d, c in zip(rows["diffusers_sample"], rows["conjure_sample"])],
+        "psnr_bf16_vs_fp32_db": {"median": med(psnrs), "min": min(psnrs), "n": len(psnrs)},
+        "cold_start_s": med(cold), "cold_start_runs_s": cold, "peak_rss_mb": peak_mb,
+        "targets": {"latency_s_median": 1.5, "speedup_vs_diffusers": 1.5, "cold_start_s": 10.0, "peak_rss_mb": 2048},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict) -> str:
+    t = r["targets"]
+    ok = lambda v, lim, low=True: "yes" if (v <= lim if low else v >= lim) else "no"   # noqa: E731
+    lines = [
+        f"# Text to image on this machine ({r['machine']['cpu_count']} CPU cores, torch {r['machine']['torch']})", "",
+        f"Model `{r['model']}`, prompt '{r['prompt']}', {r['steps']} {r['scheduler']} steps, guidance {r['guidance']}, "
+        f"delivered {r['size']}x{r['size']} PNG. Medians of {r['repeats']} interleaved rounds.", "",
+        "| measure | value | target | met |", "|---|---|---|---|",
+        f"| prompt -> PNG latency (s) | {r['latency_s_median']:.3f} | <= {t['latency_s_median']} | "
+        f"{ok(r['latency_s_median'], t['latency_s_median'])} |",
+        f"| sampling speed-up vs plain diffusers loop | {r['speedup_vs_diffusers']:.2f}x | >= {t['speedup_vs_diffusers']}x | "
+        f"{ok(r['speedup_vs_diffusers'], t['speedup_vs_diffusers'], low=False)} |",
+        f"| cold start of `conjure generate` (s) | {r['cold_start_s']:.2f} | <= {t['cold_start_s']} | "
+        f"{ok(r['cold_start_s'], t['cold_start_s'])} |",
+        f"| peak RSS (MB) | {r['peak_rss_mb']:.0f} | <= {t['peak_rss_mb']} | {ok(r['peak_rss_mb'], t['peak_rss_mb'])} |",
+        "", "| stage | median (s) |", "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.4f} |" for k, v in r["stage_medians_s"].items()]
+    lines += ["", "| sampling arm | median (s) |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in r["sample_s_median"].items()]
+    p = r["psnr_bf16_vs_fp32_db"]
+    lines += ["", f"conjure samples in bf16 autocast: PSNR against fp32 images of the same seeds, median "
+              f"{p['median']:.1f} dB (min {p['min']:.1f} dB, n = {p['n']}, at the base size).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

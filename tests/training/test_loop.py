@@ -1,0 +1,91 @@
+"""The training loop on a seeded tiny model: run directories, checkpoints, resume, samples, EMA, recipes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conjure.training.loop import new_run_dir, train
+from conjure.training.recipe import Recipe
+from conjure.training.vae import train_vae
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_dir(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("vae-run")
+    return train_vae(run, list(tiny_data.sources), channels=(8, 16, 16), steps=3, batch=8, save_every=2)
+
+
+def _recipe(tmp_path, vae_dir, sources, **kw) -> Recipe:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# fixed prompts\nred apple\nheart icon\n")
+    base = dict(name="t", sources=list(sources), vae=str(vae_dir), unet_preset="test", batch=16, images=64,
+                warmup_images=16, save_every_images=32, sample_every_images=64, sample_prompts=str(prompts),
+                ema_half_life_images=64)
+    base.update(kw)
+    return Recipe(**base)
+
+
+def test_vae_training_writes_weights_metrics_and_scale(tiny_vae_dir):
+    run = tiny_vae_dir.parent
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 3 and metrics["images_seen"] == 24
+    assert metrics["val_l1"] > 0
+    from conjure.models.vae import TinyVAE
+    vae = TinyVAE.from_pretrained(tiny_vae_dir)
+    assert vae.config.scaling_factor == pytest.approx(metrics["scaling_factor"])
+    assert state_step(run / "state.pt") == 3
+
+
+def state_step(path) -> int:
+    return int(torch.load(path, weights_only=True)["step"])
+
+
+def test_train_then_resume(tiny_data, tiny_vae_dir, tmp_path):
+    recipe = _recipe(tmp_path, tiny_vae_dir, tiny_data.sources)
+    run = new_run_dir(tmp_path / "runs", recipe.name)
+    model_dir = train(recipe, run, tmp_path / "cache")
+    # resolved config, log, checkpoint (weights and state apart), model folder and a sample grid
+    assert json.loads((run / "config.json").read_text())["unet_preset"] == "test"
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] > 0 for r in log)
+    assert state_step(run / "checkpoint" / "state.pt") == 4
+    assert (run / "checkpoint" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (run / "checkpoint" / "unet_ema" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (model_dir / "conjure.json").is_file() and (model_dir / "model_index.json").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000000064.png"]
+
+    # resume with a larger budget: continues from step 4 to step 8 in the same directory
+    before = (run / "config.json").read_text()
+    train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=128), run, tmp_path / "cache")
+    assert state_step(run / "checkpoint" / "state.pt") == 8
+    assert (run / "config.json").read_text() == before   # the run's original config is never rewritten
+    assert "000000128.png" in {p.name for p in (run / "samples").iterdir()}
+
+
+def test_new_run_dir_never_reuses(tmp_path):
+    a, b = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    """A stopped run (SIGTERM, as a session's end sends) finishes its step, saves, and can resume."""
+    import os
+    import signal
+
+    from conjure.training import ema as ema_module
+    real_update = ema_module.EMA.update
+    calls = {"n": 0}
+
+    def update_then_terminate(self, model, images_seen, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_update(self, model, images_seen, batch)
+    monkeypatch.setattr(ema_module.EMA, "update", update_then_terminate)
+    run = new_run_dir(tmp_path / "runs", "t")
+    train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=10_000), run, tmp_path / "cache")
+    assert state_step(run / "checkpoint" / "state.pt") == 2
+    assert signal.getsignal(signal.SIGTERM) is not None   # the previous handler is restored
