@@ -89,3 +89,32 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny_data, tiny_vae_dir, tmp_path,
     train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=10_000), run, tmp_path / "cache")
     assert state_step(run / "checkpoint" / "state.pt") == 2
     assert signal.getsignal(signal.SIGTERM) is not None   # the previous handler is restored
+
+
+def test_validation_loss_is_deterministic(tiny_data, tiny_model_dir):
+    from conjure.pipelines.components import load_components
+    from conjure.training.validate import TIMESTEPS, validation_loss
+    c = load_components(tiny_model_dir)
+    a = validation_loss(c, list(tiny_data.sources), split="train", limit=8, batch=4)
+    b = validation_loss(c, list(tiny_data.sources), split="train", limit=8, batch=4)
+    assert a == b and a["n_items"] == 8 and len(a["loss_by_t"]) == len(TIMESTEPS)
+    assert 0 < a["loss"] < 100
+
+
+def test_finish_model_writes_a_model_card(tiny_data, tiny_vae_dir, tmp_path):
+    from conjure.pipelines.components import load_components
+    from conjure.training.card import finish_model
+    run = new_run_dir(tmp_path / "runs", "t")
+    train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=32, sample_every_images=10_000), run,
+          tmp_path / "cache")
+    out = finish_model(run, tmp_path / "models" / "t", val_limit=8)
+    card = (out / "README.md").read_text()
+    assert "Images seen: **32**" in card and "Validation diffusion loss" in card
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images_seen"] == 32 and 0 < metrics["validation"]["n_items"] <= 8
+    assert (out / "samples.png").is_file()
+    c = load_components(out)   # stored in fp16, loaded as fp32
+    assert next(c.unet.parameters()).dtype == torch.float32
+    from safetensors import safe_open
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16

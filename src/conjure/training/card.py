@@ -60,6 +60,9 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
 
 
 def card_text(recipe, counts, images_seen, wall_s, train_loss, val, vae_metrics, mhash, prompts) -> str:
+    vae_line = (f"VAE: {vae_metrics['images_seen']:,} images seen in {vae_metrics['wall_s'] / 60:.1f} minutes; "
+                f"validation L1 {vae_metrics['val_l1']:.4f} (pixels in [-1, 1])." if vae_metrics
+                else "VAE: no training metrics recorded.")
     src_rows = "\n".join(f"| {s} | {pkg} | {lic} | {n} |" for s, (lic, pkg, n) in counts.items())
     by_t = ", ".join(f"t={t}: {v:.4f}" for t, v in val["loss_by_t"].items())
     return f"""# {recipe['name']}
@@ -88,8 +91,7 @@ sources is one group, an icon name across sets is one group). Captions come from
 - Images seen: **{images_seen:,}** of the recipe's budget of {recipe['images']:,} (batch {recipe['batch']},
   AdamW lr {recipe['lr']}).
 - Compute: {wall_s / 3600:.2f} hours on {platform.machine()} CPU, 2 cores, bf16 autocast (no GPU).
-- VAE: {vae_metrics.get('images_seen', '?'):,} images seen in {vae_metrics.get('wall_s', 0) / 60:.1f} minutes;
-  validation L1 {vae_metrics.get('val_l1', float('nan')):.4f} (pixels in [-1, 1]).
+- {vae_line}
 
 ## Measured
 - Training loss (mean of the last 50 logged steps): {train_loss:.4f}.
