@@ -67,7 +67,7 @@ def generate(
     init_image: Annotated[Optional[Path], typer.Option(help="Start from this image (image-to-image).")] = None,
     strength: Annotated[float, typer.Option(help="How much of the init image to repaint, 0-1.")] = 0.75,
     mask: Annotated[Optional[Path], typer.Option(help="Inpainting mask: white = repaint.")] = None,
-    precision: Annotated[str, typer.Option(help="bf16 (fast on CPU) or fp32.")] = "bf16",
+    precision: Annotated[str, typer.Option(help="fp32 (traced graph, exact) or bf16 (autocast).")] = "fp32",
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("out"),
 ) -> None:
     """Generate images from a prompt and write PNGs that carry their parameters."""

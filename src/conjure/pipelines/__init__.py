@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def load_pipeline(name: str, precision: str = "bf16"):
+def load_pipeline(name: str, precision: str = "fp32"):
     """A ready pipeline for a built-in or added model (raises ValueError for an unknown name)."""
     from conjure.pipelines.registry import get_model
     entry = get_model(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,12 +43,30 @@ def to_latent_input(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
-class TextToImagePipeline:
-    """Prompt -> images. Components: `unet`, `vae`, the model's `scheduler_config`, `text_encoder`."""
+class _UNetCall(torch.nn.Module):
+    """The U-Net as a plain (x_t, t, states, mask) -> prediction function, for tracing."""
 
-    def __init__(self, components: Components, text_encoder=None, precision: str = "bf16"):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t, states, mask):
+        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask, return_dict=False)[0]
+
+
+class TextToImagePipeline:
+    """Prompt -> images. Components: `unet`, `vae`, the model's `scheduler_config`, `text_encoder`.
+
+    precision "fp32" (default) runs the U-Net as a traced, frozen TorchScript graph (one per input
+    shape): oneDNN fuses its convolutions, which on a CPU is about twice as fast as eager diffusers
+    and gives the same numbers. "bf16" runs eager under bf16 autocast.
+    """
+
+    def __init__(self, components: Components, text_encoder=None, precision: str = "fp32", jit: bool = True):
         if precision not in ("bf16", "fp32"):
             raise ValueError("precision must be 'bf16' or 'fp32'")
+        self.jit = jit and precision == "fp32"
+        self._traced: dict[tuple, torch.jit.ScriptModule] = {}
         self.components = components
         self.unet = components.unet
         self.vae = components.vae
@@ -74,6 +93,21 @@ class TextToImagePipeline:
         req = self.resolve(req)
         check_request(req, self.spec.sizes, token_count=self.text_encoder.count_tokens)
         return req
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One U-Net evaluation: (B, C, h, w) latents at timestep t -> (B, C, h, w) prediction."""
+        if not self.jit:
+            return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(())   # one dtype for every sampler's timesteps
+        key = (tuple(x.shape), tuple(states.shape))
+        fn = self._traced.get(key)
+        if fn is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # TracerWarnings about shape checks baked into the graph
+                fn = torch.jit.freeze(torch.jit.trace(_UNetCall(self.unet).eval(), (x, t, states, mask),
+                                                      check_trace=False))
+            self._traced[key] = fn
+        return fn(x, t, states, mask)
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -127,7 +161,7 @@ class TextToImagePipeline:
             for i, t in enumerate(timesteps):
                 x_in = torch.cat([latents] * 2) if use_cfg else latents
                 x_in = sched.scale_model_input(x_in, t)
-                pred = self.unet(x_in, t, encoder_hidden_states=ctx, encoder_attention_mask=ctx_mask).sample.float()
+                pred = self.denoise(x_in, t, ctx, ctx_mask).float()
                 if use_cfg:
                     pred_uncond, pred_cond = pred.chunk(2)
                     pred = cfg_combine(pred_uncond, pred_cond, req.guidance)
