@@ -189,6 +189,7 @@ def train(
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
     images: Annotated[Optional[int], typer.Option(help="Override the recipe's image budget.")] = None,
     export: Annotated[Optional[Path], typer.Option(help="Copy the trained model folder here at the end.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(help="Warm-start a new run from this model folder.")] = None,
 ) -> None:
     """Train a model from a recipe, in a new run directory (or resume one)."""
     from conjure.config import get_settings
@@ -201,7 +202,13 @@ def train(
         typer.echo(json.dumps(rec.to_dict(), indent=1))
         return
     settings = get_settings()
-    result = run_recipe(rec, settings, resume=resume, max_minutes=max_minutes, export=export)
+    if init_from is not None and not (init_from / "unet").is_dir():
+        fail(f"--init-from {init_from} is not a model folder (no unet/ inside)")
+    try:
+        result = run_recipe(rec, settings, resume=resume, max_minutes=max_minutes, export=export,
+                            init_from=init_from)
+    except ValueError as e:
+        fail(str(e))
     typer.echo(str(result))
 
 

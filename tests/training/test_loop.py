@@ -118,3 +118,17 @@ def test_finish_model_writes_a_model_card(tiny_data, tiny_vae_dir, tmp_path):
     from safetensors import safe_open
     with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+
+
+def test_init_from_warm_starts_a_new_run(tiny_data, tiny_vae_dir, tmp_path):
+    """A new run can continue from a finished model folder (when the first run's directory is gone)."""
+    from conjure.training.card import finish_model
+    first = new_run_dir(tmp_path / "runs", "t")
+    train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=32, sample_every_images=10_000), first,
+          tmp_path / "cache")
+    model = finish_model(first, tmp_path / "models" / "t", val_limit=4)
+    second = new_run_dir(tmp_path / "runs", "t")
+    train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=64, sample_every_images=10_000), second,
+          tmp_path / "cache", init_from=model)
+    state = torch.load(second / "checkpoint" / "state.pt", weights_only=True)
+    assert int(state["images_seen"]) == 64 and int(state["step"]) == 4   # counted on from the first run's 32

@@ -44,7 +44,10 @@ def read_prompts(path: Path) -> list[str]:
     return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | None = None) -> Path:
+def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | None = None,
+          init_from: Path | None = None) -> Path:
+    """Train (or resume, when run_dir has a checkpoint). `init_from` warm-starts a new run from a finished
+    model folder (its U-Net, and its images-seen count from metrics.json), with a fresh optimiser."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -82,6 +85,14 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
         step, images_seen = int(state["step"]), int(state["images_seen"])
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
+    elif init_from is not None:
+        from diffusers import UNet2DConditionModel
+        unet = UNet2DConditionModel.from_pretrained(Path(init_from) / "unet", torch_dtype=torch.float32)
+        opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        metrics = Path(init_from) / "metrics.json"
+        images_seen = json.loads(metrics.read_text())["images_seen"] if metrics.is_file() else 0
+        step = images_seen // recipe.batch
+        gen.manual_seed(recipe.seed + step)   # new noise, not a replay of the first run's draws
     ema = EMA(unet, recipe.ema_half_life_images)
     if resuming:
         ema.model.load_state_dict(type(unet).from_pretrained(ckpt / "unet_ema").state_dict())

@@ -84,7 +84,7 @@ def load_any_recipe(path: str | Path, images: int | None = None):
 
 
 def run_recipe(recipe, settings, resume: Path | None = None, max_minutes: float | None = None,
-               export: Path | None = None) -> Path:
+               export: Path | None = None, init_from: Path | None = None) -> Path:
     """Train in a new run directory (or continue `resume`) and optionally copy the result to `export`."""
     import shutil
 
@@ -100,7 +100,7 @@ def run_recipe(recipe, settings, resume: Path | None = None, max_minutes: float 
                            batch=recipe.batch, lr=recipe.lr, kl_weight=recipe.kl_weight, seed=recipe.seed,
                            max_minutes=max_minutes)
     else:
-        result = train(recipe, run_dir, settings.home / "cache", max_minutes=max_minutes)
+        result = train(recipe, run_dir, settings.home / "cache", max_minutes=max_minutes, init_from=init_from)
     if export:
         if Path(export).exists():
             shutil.rmtree(export)
