@@ -179,10 +179,17 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(runner, registered,
     assert not out.exists()
 
 
-def test_generate_without_a_model_names_the_default_and_how_to_add_one(runner, tmp_path):
-    result = runner.invoke(app, ["generate", "x", "-o", str(tmp_path / "out")])
+def test_generate_with_a_missing_default_model_names_it_and_how_to_add_one(runner, tmp_path, monkeypatch):
+    # The built-in model is committed, so point the default at a name that no folder provides.
+    monkeypatch.setenv("CONJURE_DEFAULT_MODEL", "no-such-model")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["generate", "x", "-o", str(tmp_path / "out")])
+    finally:
+        monkeypatch.delenv("CONJURE_DEFAULT_MODEL")
+        get_settings.cache_clear()
     assert result.exit_code == 2
-    assert f"unknown model '{get_settings().default_model}'" in result.stderr
+    assert "unknown model 'no-such-model'" in result.stderr
     assert "conjure models add PATH" in result.stderr and not (tmp_path / "out").exists()
 
 

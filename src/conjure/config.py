@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
     default_model: str = DEFAULT_MODEL
     threads: int = 0                                # torch intra-op threads; 0 = torch's default
+    database_url: str = ""                          # SQLAlchemy URL; "" = SQLite file conjure.db under home
 
     @property
     def data_dir(self) -> Path:
@@ -40,6 +41,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def db_url(self) -> str:
+        """The SQL store (job records, audit log): PostgreSQL when scaled out, SQLite by default."""
+        return self.database_url or f"sqlite:///{self.home / 'conjure.db'}"
 
 
 @lru_cache(maxsize=1)
