@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Optional
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     default_model: str = DEFAULT_MODEL
     threads: int = 0                                # torch intra-op threads; 0 = torch's default
     database_url: str = ""                          # SQLAlchemy URL; "" = SQLite file conjure.db under home
+    # provenance (C2PA, watermark, audit log)
+    record_prompt: Literal["full", "hash", "none"] = "full"   # what of a prompt outputs, jobs and audit keep
+    c2pa_cert: Optional[Path] = None                # PEM chain (signer first); unset = the dev CA under home/keys
+    c2pa_key: Optional[Path] = None                 # PEM private key of c2pa_cert
+    c2pa_trust_anchors: Optional[Path] = None       # PEM bundle of roots that make a manifest "trusted"
 
     @property
     def data_dir(self) -> Path:
