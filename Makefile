@@ -15,6 +15,9 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	# invisible-watermark declares opencv-python, which would clash with opencv-python-headless: its real
+	# needs (numpy, Pillow, PyWavelets, opencv) are pinned in requirements.txt
+	$(BIN)/python -m pip install -q --no-deps invisible-watermark==0.2.0
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
