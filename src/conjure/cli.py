@@ -15,6 +15,8 @@ models_app = typer.Typer(help="List and add models.", no_args_is_help=True)
 data_app = typer.Typer(help="Build and inspect the dataset cache.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+audit_app = typer.Typer(help="Check and maintain the tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -210,6 +212,78 @@ def train(
     except ValueError as e:
         fail(str(e))
     typer.echo(str(result))
+
+
+def _verify_text(r) -> list[str]:
+    c, w = r.c2pa, r.watermark
+    lines = [f"file       {r.path}  (sha256 {r.sha256[:16]}...)"]
+    why = "; ".join(c.reasons)
+    lines.append(f"c2pa       {c.state}" + (f": {why}" if why else "")
+                 + (f"\n           manifest {c.manifest_id}, signer {c.signer}" if c.manifest_id else ""))
+    lines.append(f"watermark  found: id {w.watermark_id} ({w.watermark_id:08x}), score {w.score:.2f} "
+                 f"(threshold {w.threshold:.2f})" if w.found else
+                 f"watermark  not found (score {w.score:.2f}, threshold {w.threshold:.2f})")
+    if not r.audit:
+        lines.append("audit      no matching entry in this store")
+    for e in r.audit:
+        prompt = "[redacted]" if e["redacted"] else repr(e["prompt"])
+        lines.append(f"audit      entry {e['seq']} (matched by {r.audit_match}): job {e['job_id']}, {e['created_at']}, "
+                     f"model {e['model']} ({e['model_hash']}), seed {e['seed']}, prompt {prompt}")
+    return lines
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="An image to check (PNG, JPEG, WebP).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check a file's provenance: C2PA manifest, invisible watermark and audit log entry.
+
+    Exit codes: 0 = provenance found and intact (C2PA trusted or valid, or the watermark found when the
+    manifest is gone); 1 = the C2PA manifest is invalid (the file was edited after signing);
+    3 = no provenance (no manifest, no watermark); 2 = bad input.
+    """
+    from conjure.provenance import verify_file
+    try:
+        report = verify_file(file)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(json.dumps(report.to_dict(), indent=1) if as_json else "\n".join(_verify_text(report)))
+    if report.c2pa.state == "invalid":
+        raise typer.Exit(1)
+    if report.c2pa.state == "absent" and not report.watermark.found:
+        raise typer.Exit(3)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Check the whole audit chain; name every edited, deleted, reordered or truncated entry.
+
+    Exit codes: 0 = the chain is intact; 1 = it is not (each problem is printed); 2 = bad input.
+    """
+    from conjure.provenance import audit
+    report = audit.verify()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=1))
+    elif report.ok:
+        typer.echo(f"ok: {report.entries} entries, head entry {report.head_seq} hash {report.head_hash}")
+    else:
+        for p in report.problems:
+            where = f"entry {p['seq']}" if p["seq"] is not None else "head"
+            typer.echo(f"{where}: {p['kind']}: {p['detail']}")
+        typer.echo(f"FAILED: {len(report.problems)} problem(s) in {report.entries} entries")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("redact")
+def audit_redact(job_id: Annotated[str, typer.Argument(help="The job whose prompts to blank.")]) -> None:
+    """Blank the prompts of a job's audit entries; the chain stays verifiable."""
+    from conjure.provenance import audit
+    n = audit.redact(job_id)
+    if n == 0:
+        fail(f"no audit entry has job id '{job_id}'")
+    typer.echo(f"redacted {n} entr{'y' if n == 1 else 'ies'} of job {job_id}")
 
 
 def main() -> None:
