@@ -223,6 +223,8 @@ def _verify_text(r) -> list[str]:
     lines.append(f"watermark  found: id {w.watermark_id} ({w.watermark_id:08x}), score {w.score:.2f} "
                  f"(threshold {w.threshold:.2f})" if w.found else
                  f"watermark  not found (score {w.score:.2f}, threshold {w.threshold:.2f})")
+    if r.image_error:
+        lines.append(f"image      {r.image_error}")
     if not r.audit:
         lines.append("audit      no matching entry in this store")
     for e in r.audit:

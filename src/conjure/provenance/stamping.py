@@ -90,11 +90,12 @@ class FileReport:
     audit: list[dict]                       # matching entries, newest first
     audit_match: str | None                 # "sha256", "watermark" or None
     parameters: str | None                  # the PNG parameters chunk, if any
+    image_error: str | None = None          # why the pixels could not be decoded (the manifest was still read)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "sha256": self.sha256, "c2pa": self.c2pa.to_dict(),
                 "watermark": self.watermark.to_dict(), "audit_match": self.audit_match, "audit": self.audit,
-                "parameters": self.parameters}
+                "parameters": self.parameters, "image_error": self.image_error}
 
 
 def _open_image(data: bytes, path: Path) -> Image.Image:
@@ -117,12 +118,18 @@ def verify_file(path: Path | str, *, anchors: str | None = None, url: str | None
     if not path.is_file():
         raise ValueError(f"the file '{path}' does not exist")
     data = path.read_bytes()
-    image = _open_image(data, path)
     digest = sha256_hex(data)
     report = credentials.read_credentials(data, anchors)
-    mark = watermark.detect(image)
+    try:
+        image, image_error = _open_image(data, path), None
+    except ValueError as e:
+        if report.state == "absent":
+            raise
+        image, image_error = None, str(e)   # an edited file may no longer decode; its manifest still says so
+    mark = watermark.detect(image) if image is not None else watermark.WatermarkResult(False, None, 0.0)
     entries, match = audit.find(output_sha256=digest, url=url), "sha256"
     if not entries and mark.found:
         entries, match = audit.find(watermark_id=mark.watermark_id, url=url), "watermark"
-    parameters = image.info.get("parameters") if isinstance(image.info.get("parameters"), str) else None
-    return FileReport(str(path), digest, report, mark, entries, match if entries else None, parameters)
+    info = image.info if image is not None else {}
+    parameters = info.get("parameters") if isinstance(info.get("parameters"), str) else None
+    return FileReport(str(path), digest, report, mark, entries, match if entries else None, parameters, image_error)
