@@ -1,0 +1,141 @@
+"""The labelled prompt dataset: templates x slot fillers (data/prompts.yaml), split by template group.
+
+Every template is one group and a group lands wholly in train or held-out. Held-out prompts
+within MiniLM cosine `MAX_HELDOUT_COSINE` of any training prompt are dropped, so that held-out
+numbers measure generalisation rather than near-copies. The built dataset is written to
+data/dataset.jsonl (prompt, label, group, kind, split) and read back from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from conjure.safety.policy import CATEGORIES
+
+DATA_DIR = Path(__file__).with_name("data")
+TEMPLATES_PATH = DATA_DIR / "prompts.yaml"
+ADVERSARIAL_PATH = DATA_DIR / "adversarial.yaml"
+DATASET_PATH = DATA_DIR / "dataset.jsonl"
+LABELS = ("benign", *CATEGORIES)            # classifier output order
+HELDOUT_FRACTION = 0.25                     # of each category's template groups
+MAX_HELDOUT_COSINE = 0.9
+PER_CATEGORY = {"benign": 700, "benign_hard": 1100, "benign_people": 450}   # prompts to generate
+DEFAULT_PER_CATEGORY = 640
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+@dataclass
+class Example:
+    prompt: str
+    label: str          # one of LABELS
+    group: str          # template group id, e.g. "violence/3"
+    kind: str           # prohibited | hard_benign | benign | builtin
+    split: str = ""     # train | heldout | dropped (held-out but too close to a training prompt)
+
+
+def _fill(template: str, slots: dict[str, list[str]], rng: random.Random) -> str:
+    return _SLOT.sub(lambda m: rng.choice(slots[m.group(1)]), template)
+
+
+def generate(templates_path: Path = TEMPLATES_PATH, seed: int = 0) -> list[Example]:
+    """Every category's prompts: for each template, up to an equal share of distinct fillings."""
+    spec = yaml.safe_load(templates_path.read_text(encoding="utf-8"))
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for cat, d in spec["categories"].items():
+        label = d.get("label", cat)
+        if label not in LABELS:
+            raise ValueError(f"{templates_path}: category {cat} has unknown label {label!r}")
+        kind = "prohibited" if label != "benign" else ("benign" if cat == "benign" else "hard_benign")
+        templates = d["templates"]
+        share = PER_CATEGORY.get(cat, DEFAULT_PER_CATEGORY) // len(templates)
+        for i, template in enumerate(templates):
+            missing = set(_SLOT.findall(template)) - set(d["slots"])
+            if missing:
+                raise ValueError(f"{templates_path}: template {template!r} uses unknown slots {missing}")
+            seen: set[str] = set()
+            for _ in range(share * 20):
+                if len(seen) >= share:
+                    break
+                seen.add(re.sub(r"\s+", " ", _fill(template, d["slots"], rng)).strip())
+            out += [Example(p, label, f"{cat}/{i}", kind) for p in sorted(seen)]
+    return out
+
+
+def assign_groups(examples: list[Example]) -> None:
+    """Mark whole template groups as train or heldout (about HELDOUT_FRACTION of each category)."""
+    by_cat: dict[str, list[str]] = {}
+    for ex in examples:
+        cat = ex.group.split("/")[0]
+        if ex.group not in by_cat.setdefault(cat, []):
+            by_cat[cat].append(ex.group)
+    heldout: set[str] = set()
+    for cat, groups in by_cat.items():
+        if cat == "builtin":
+            continue
+        ranked = sorted(groups, key=lambda g: hashlib.sha1(g.encode()).hexdigest())
+        k = max(2, round(HELDOUT_FRACTION * len(groups))) if len(groups) > 3 else 0
+        heldout.update(ranked[:k])
+    for ex in examples:
+        ex.split = "heldout" if ex.group in heldout else "train"
+
+
+def drop_near_duplicates(examples: list[Example], vectors: np.ndarray,
+                         max_cosine: float = MAX_HELDOUT_COSINE) -> np.ndarray:
+    """Mark held-out prompts within `max_cosine` of a training prompt as dropped; returns the max cosines."""
+    train = np.array([ex.split == "train" for ex in examples])
+    held = np.flatnonzero([ex.split == "heldout" for ex in examples])
+    nearest = max_train_cosine(vectors[held], vectors[train])
+    for i, c in zip(held, nearest):
+        if c >= max_cosine:
+            examples[i].split = "dropped"
+    return nearest
+
+
+def max_train_cosine(queries: np.ndarray, train: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """For each unit vector in queries (N, D), its largest cosine to the unit vectors in train (M, D)."""
+    best = np.full(len(queries), -1.0, dtype=np.float32)
+    for s in range(0, len(train), chunk):
+        sims = queries @ train[s:s + chunk].T           # (N, chunk)
+        best = np.maximum(best, sims.max(axis=1)) if sims.size else best
+    return best
+
+
+def save_dataset(examples: list[Example], path: Path = DATASET_PATH) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(asdict(ex), ensure_ascii=False) + "\n")
+    return path
+
+
+def load_dataset(path: Path = DATASET_PATH, split: str | None = None) -> list[Example]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; build it with: python -m conjure.safety.train")
+    rows = [Example(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if split is None or r.split == split]
+
+
+def load_adversarial(path: Path = ADVERSARIAL_PATH) -> list[Example]:
+    """The hand-written adversarial set (all prohibited; never trained on)."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [Example(p, cat, f"adversarial/{cat}", "prohibited", "adversarial")
+            for cat, prompts in spec["prompts"].items() for p in prompts]
+
+
+def builtin_captions(data_dir: Path, split: str | None = None) -> list[str]:
+    """Every distinct caption of the built-in datasets in a dataset cache (optionally one split)."""
+    caps: set[str] = set()
+    for items in sorted(data_dir.glob("*/items.jsonl")):
+        for line in items.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if split is None or rec.get("split") == split:
+                caps.update(rec["captions"])
+    return sorted(caps)

