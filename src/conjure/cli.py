@@ -214,6 +214,40 @@ def train(
     typer.echo(str(result))
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback needs CONJURE_REQUIRE_AUTH=true.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker child processes to start (0 = run `conjure worker` "
+                                              "elsewhere).")] = 1,
+) -> None:
+    """Run the generation service: HTTP API, job store, queue, and worker child processes."""
+    from conjure.config import get_settings
+    from conjure.service.app import serve as run_server
+    if workers < 0 or not 0 < port < 65536:
+        fail("--workers must be 0 or more and --port between 1 and 65535")
+    try:
+        run_server(get_settings(), host, port, workers)
+    except ValueError as e:
+        fail(str(e))
+
+
+@app.command()
+def worker(
+    warm: Annotated[Optional[list[str]], typer.Option(help="Models to load before the first job "
+                                                           "(default: the default model).")] = None,
+) -> None:
+    """Run one more worker: it takes jobs from the service's queue until SIGTERM."""
+    from conjure.config import get_settings
+    from conjure.service.app import run_worker
+    settings = get_settings()
+    try:
+        run_worker(settings, warm if warm is not None else [settings.default_model])
+    except ValueError as e:
+        fail(str(e))
+
+
 def _verify_text(r) -> list[str]:
     c, w = r.c2pa, r.watermark
     lines = [f"file       {r.path}  (sha256 {r.sha256[:16]}...)"]

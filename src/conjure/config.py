@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     c2pa_cert: Optional[Path] = None                # PEM chain (signer first); unset = the dev CA under home/keys
     c2pa_key: Optional[Path] = None                 # PEM private key of c2pa_cert
     c2pa_trust_anchors: Optional[Path] = None       # PEM bundle of roots that make a manifest "trusted"
+    # service (conjure serve / worker)
+    env: str = "development"                        # "production" refuses to start without a real secret
+    secret: str = ""                                # HMAC key for signed URLs; "" = a development-only key
+    require_auth: bool = False                      # API keys required; the server binds beyond loopback only then
+    queue_url: str = ""                             # "" = SqliteHuey file queue.db under home; redis://... = RedisHuey
+    storage_url: str = ""                           # "" = local folder files/ under home; s3://bucket/prefix = S3
+    queue_max: int = 64                             # queued jobs beyond this get HTTP 429 with Retry-After
+    job_timeout_s: float = 600.0                    # per-job limit unless the job asks for less
+    job_retries: int = 2                            # extra attempts after a transient failure (with backoff)
+    lease_s: float = 30.0                           # a worker's lease on a running job; heartbeats renew it
+    url_ttl_s: int = 3600                           # signed output URLs expire after this long
+    max_upload_bytes: int = 8 * 2**20               # per uploaded image (init image, mask)
+    rate_limit_per_min: int = 60                    # per API key: requests per minute (default for new keys)
+    daily_quota: int = 1000                         # per API key: images per UTC day (default for new keys)
 
     @property
     def data_dir(self) -> Path:

@@ -115,7 +115,9 @@ class TextToImagePipeline:
         return nullcontext()
 
     @torch.inference_mode()
-    def __call__(self, req: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
+    def __call__(self, req: GenerationRequest, progress: ProgressFn | None = None,
+                 on_latents: Callable[[int, torch.Tensor], None] | None = None) -> GenerationResult:
+        """`on_latents(step, latents)` sees the (n, C, h, w) latents after each step (for live previews)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # 1. check inputs
@@ -171,6 +173,8 @@ class TextToImagePipeline:
                     latents = blend * latents + (1 - blend) * known
                 if progress:
                     progress(i + 1, total)
+                if on_latents:
+                    on_latents(i + 1, latents)
         timings["sample"] = time.perf_counter() - t1
         # 6. decode to pixels
         t2 = time.perf_counter()

@@ -1,0 +1,110 @@
+"""Request and response bodies, in families (JobCreate / JobPublic / JobsPublic). Every limit is declared
+on the schema, so the OpenAPI document states it and a violation is a 422 that names the field."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conjure.diffusion.samplers import SAMPLERS
+from conjure.pipelines.request import MAX_GUIDANCE, MAX_N, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+
+Scheduler = Enum("Scheduler", {name: name for name in SAMPLERS}, type=str)
+MAX_SIZE = 2048
+MAX_PRIORITY = 10
+MAX_TIMEOUT_S = 24 * 3600.0
+MAX_PAGE = 100
+
+
+class GenerationParams(BaseModel):
+    """Every generation parameter the CLI takes (images travel as uploads, not here)."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="What to steer away from.")
+    n: int = Field(1, ge=1, le=MAX_N, description="Images; image i uses seed + i.")
+    seed: int = Field(0, ge=0, le=MAX_SEED - MAX_N, description="Seed of the first image.")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Sampling steps (model default if unset).")
+    guidance: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance scale.")
+    scheduler: Scheduler | None = Field(None, description="Sampler (model default if unset).")
+    size: int | None = Field(None, ge=64, le=MAX_SIZE, description="Output size in pixels (one of the model's).")
+    model: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+                              description="Model name (GET /v1/models); the server's default if unset.")
+    strength: float = Field(0.75, gt=0.0, le=1.0, description="Share of an init image to repaint.")
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+class JobCreate(GenerationParams):
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S,
+                                    description="Fail the job after this long (capped by the server's limit).")
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class OutputPublic(BaseModel):
+    url: str = Field(description="Signed URL, valid until `expires_at`.")
+    expires_at: int
+    seed: int
+    width: int
+    height: int
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: str
+    priority: int
+    spec: dict = Field(description="The immutable job spec as stored (images as storage keys).")
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    progress: Progress
+    outputs: list[OutputPublic]
+    verdicts: list[dict] = Field(description="Safety verdicts (category, reason, check) where screening ran.")
+    error: str | None
+    compute_s: float
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+    total: int
+    limit: int
+    offset: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class CancelPublic(BaseModel):
+    id: str
+    status: str
+
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "conjure"
+    kind: str
+    sizes: list[int] | None = None
+
+
+class ModelsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelPublic]
+
+
+
+class JobCreateForm(JobCreate):
+    """JobCreate as multipart form fields (beside the file fields, which the form model must let pass)."""
+
+    model_config = ConfigDict(extra="ignore", use_enum_values=True)

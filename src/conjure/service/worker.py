@@ -1,0 +1,344 @@
+"""Workers: take job ids from the queue, run them under a lease, commit each job's outputs once.
+
+`run_job` is the only place the service calls a pipeline; safety screening of outputs and provenance
+(watermark, C2PA, audit) attach there. Everything else here is queue semantics: leases renewed by a
+heartbeat thread, cancellation and per-job timeouts checked at every sampling step, retries with
+exponential backoff for transient failures, and lost workers' jobs requeued by any live worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from sqlalchemy import delete
+
+from conjure.config import Settings
+from conjure.service.jobs import (Job, JobStatus, WorkerRecord, claim, commit_outputs, end_attempt, heartbeat,
+                                  reap_expired, report_progress, touch_worker)
+from conjure.service.queue import JobQueue, make_queue
+from conjure.service.storage import Storage, make_storage
+
+log = logging.getLogger("conjure.worker")
+PROGRESS_EVERY_S = 0.2      # progress rows written at most this often
+PREVIEW_EVERY_S = 0.5       # step previews decoded at most this often
+PREVIEW_PIXELS = 96
+RETRY_BASE_S = 1.0          # backoff: 1 s, 2 s, 4 s, ...
+
+
+class JobCancelled(Exception):
+    """Its owner cancelled the job while it ran."""
+
+
+class JobTimeout(Exception):
+    """The job ran past its time limit."""
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (our lease expired, or the job was deleted)."""
+
+
+class WorkerStopping(Exception):
+    """This worker is shutting down; the job goes back on the queue."""
+
+
+class TransientError(Exception):
+    """A failure worth retrying (storage or database hiccup, a model that could not be loaded right now)."""
+
+
+TRANSIENT = (TransientError, ConnectionError, TimeoutError, MemoryError)
+
+
+@dataclass
+class JobOutputs:
+    images: list[Image.Image]
+    seeds: list[int]
+    parameters: list[str]                             # the A1111 `parameters` chunk of each image
+    verdicts: list[dict] = field(default_factory=list)
+    refused: dict | None = None                       # a verdict that refused the job (no images delivered)
+
+
+class ModelCache:
+    """Loaded pipelines, least recently used evicted beyond `max_models`."""
+
+    def __init__(self, settings: Settings | None = None, max_models: int = 2):
+        self.settings = settings
+        self.max_models = max_models
+        self._pipes: OrderedDict[tuple[str, str], object] = OrderedDict()
+
+    def loaded(self) -> list[tuple[str, str]]:
+        return list(self._pipes)
+
+    def get(self, name: str, precision: str = "fp32"):
+        key = (name, precision)
+        if key in self._pipes:
+            self._pipes.move_to_end(key)
+            return self._pipes[key]
+        from conjure.pipelines import load_pipeline
+        pipe = load_pipeline(name, precision=precision, settings=self.settings)
+        self._pipes[key] = pipe
+        while len(self._pipes) > self.max_models:
+            self._pipes.popitem(last=False)
+        return pipe
+
+
+def build_request(spec: dict, inputs: dict[str, Image.Image]):
+    from conjure.pipelines.request import GenerationRequest
+    return GenerationRequest(spec["prompt"], negative_prompt=spec["negative_prompt"], n=spec["n"], seed=spec["seed"],
+                             steps=spec["steps"], guidance=spec["guidance"], scheduler=spec["scheduler"],
+                             size=spec["size"], init_image=inputs.get("init_image"), strength=spec["strength"],
+                             mask=inputs.get("mask"))
+
+
+def run_job(spec: dict, inputs: dict[str, Image.Image], models: ModelCache,
+            progress: Callable[[int, int], None] | None = None,
+            preview: Callable[[int, Image.Image], None] | None = None) -> JobOutputs:
+    """Run one job's generation: the single call from the service into a pipeline.
+
+    Numbered steps; safety (`screen_image`) and provenance (watermark, C2PA, audit) are wired in here.
+    """
+    from conjure.provenance.metadata import parameters_text
+    # 1. the model (warm in the cache after the first job) and the request, checked against it
+    pipe = models.get(spec["model"], spec.get("precision", "fp32"))
+    req = pipe.check(build_request(spec, inputs))
+    # 2. generate, with progress and (conjure models) decoded step previews
+    kw = {"progress": progress}
+    if preview is not None and hasattr(pipe, "vae") and hasattr(pipe, "spec"):
+        kw["on_latents"] = lambda step, latents: preview(step, _decode_preview(pipe, latents))
+    result = pipe(req, **kw)
+    # 3. (safety: screen_image -> verdicts, refusal) and (provenance: watermark, C2PA) go here
+    # 4. the PNG parameters chunk, as the CLI writes it
+    texts = [parameters_text(req.prompt, req.negative_prompt, req.steps, req.scheduler, req.guidance, s, req.size,
+                             result.model, result.model_hash,
+                             extra={"Task": req.task} if req.task != "text_to_image" else None)
+             for s in result.seeds]
+    return JobOutputs(result.images, result.seeds, texts)
+
+
+def _decode_preview(pipe, latents) -> Image.Image:
+    """The first image of a batch of (n, C, h, w) latents, decoded small."""
+    import torch
+    with torch.inference_mode():
+        x = pipe.vae.decode(latents[:1] / pipe.vae.config.scaling_factor).sample.float()   # (1, 3, H, W)
+    arr = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    im = Image.fromarray(arr)
+    im.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
+    return im
+
+
+def png_bytes(image: Image.Image, parameters: str | None = None) -> bytes:
+    info = PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def load_image(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.copy()
+
+
+class Worker:
+    """One worker: a loop over the queue, one job at a time, with a heartbeat thread for the lease."""
+
+    def __init__(self, settings: Settings, *, queue: JobQueue | None = None, storage: Storage | None = None,
+                 models: ModelCache | None = None, sessions=None, worker_id: str | None = None):
+        from conjure.db import session_factory
+        self.settings = settings
+        self.queue = queue or make_queue(settings)
+        self.storage = storage or make_storage(settings)
+        self.models = models or ModelCache(settings)
+        self.sessions = sessions or session_factory(settings.db_url)
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop = threading.Event()
+        self.jobs_done = 0
+        self._last_reap = 0.0
+        self._last_touch = 0.0
+
+    def warm(self, name: str) -> None:
+        """Load a model before the first job asks for it."""
+        self.models.get(name)
+        log.info("model warm", extra={"model": name, "worker": self.id})
+
+    def run_forever(self, poll_s: float = 0.1, max_jobs: int | None = None) -> None:
+        """Take and run jobs until `stop` is set (SIGTERM) or `max_jobs` have been run."""
+        log.info("worker started", extra={"worker": self.id})
+        while not self.stop.is_set() and (max_jobs is None or self.jobs_done < max_jobs):
+            self.touch(busy=False)
+            self.reap()
+            job_id = self.queue.take()
+            if job_id is None:
+                self.stop.wait(poll_s)
+                continue
+            self.touch(busy=True, force=True)
+            self.execute(job_id)
+        with self.sessions() as s, s.begin():
+            s.execute(delete(WorkerRecord).where(WorkerRecord.id == self.id))
+        log.info("worker stopped", extra={"worker": self.id})
+
+    def touch(self, busy: bool, force: bool = False) -> None:
+        """Record that this worker is alive (at most every 2 s unless forced)."""
+        now = time.time()
+        if not force and now - self._last_touch < 2.0:
+            return
+        self._last_touch = now
+        with self.sessions() as s, s.begin():
+            touch_worker(s, self.id, busy, [name for name, _ in self.models.loaded()])
+
+    def reap(self, force: bool = False) -> None:
+        """Requeue the jobs of workers that died (their lease expired), at most every half lease."""
+        now = time.time()
+        if not force and now - self._last_reap < self.settings.lease_s / 2:
+            return
+        self._last_reap = now
+        with self.sessions() as s, s.begin():
+            ids = reap_expired(s, now)
+            priorities = {j.id: j.priority for j in s.query(Job).filter(Job.id.in_(ids))} if ids else {}
+        for job_id in ids:
+            log.warning("lease expired: job requeued", extra={"job": job_id, "worker": self.id})
+            self.queue.put(job_id, priorities.get(job_id, 0))
+
+    def execute(self, job_id: str) -> JobStatus | None:
+        """Run one job if it can be claimed; returns the state it ended in (None: not ours to run)."""
+        with self.sessions() as s, s.begin():
+            job = claim(s, job_id, self.id, self.settings.lease_s)
+        if job is None:
+            return None   # a duplicate message, or a job cancelled or finished meanwhile
+        self.jobs_done += 1
+        lost = threading.Event()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, done, lost), daemon=True)
+        beat.start()
+        t0 = time.perf_counter()
+        try:
+            return self._attempt(job, lost, t0)
+        finally:
+            done.set()
+            beat.join()
+
+    def _heartbeat(self, job_id: str, done: threading.Event, lost: threading.Event) -> None:
+        while not done.wait(self.settings.lease_s / 3):
+            try:
+                with self.sessions() as s, s.begin():
+                    if not heartbeat(s, job_id, self.id, self.settings.lease_s):
+                        lost.set()
+                        return
+            except Exception:   # a database hiccup: try again next beat; the lease is longer than a beat
+                log.exception("heartbeat failed", extra={"job": job_id})
+
+    def _attempt(self, job: Job, lost: threading.Event, t0: float) -> JobStatus | None:
+        limit = min(float(job.spec.get("timeout_s") or self.settings.job_timeout_s), self.settings.job_timeout_s)
+        deadline = time.monotonic() + limit
+        progress, preview = self._callbacks(job.id, lost, deadline, limit)
+        outputs: list[dict] = []
+        try:
+            inputs = {k: load_image(self.storage.get(job.spec[k])) for k in ("init_image", "mask") if job.spec.get(k)}
+            result = run_job(job.spec, inputs, self.models, progress, preview)
+            if result.refused is not None:
+                return self._end(job, JobStatus.REFUSED, t0, verdicts=result.verdicts, error=result.refused.get(
+                    "reason", "refused by the safety policy"))
+            outputs = self._store(job, result)
+            with self.sessions() as s, s.begin():
+                ok = commit_outputs(s, job, self.id, outputs, result.verdicts, time.perf_counter() - t0)
+            if not ok:
+                raise LeaseLost()
+            log.info("job succeeded", extra={"job": job.id, "worker": self.id, "images": len(outputs),
+                                             "seconds": round(time.perf_counter() - t0, 3)})
+            return JobStatus.SUCCEEDED
+        except LeaseLost:
+            self._discard(outputs)
+            log.warning("lease lost: outputs discarded", extra={"job": job.id, "worker": self.id})
+            return None
+        except JobCancelled:
+            return self._end(job, JobStatus.CANCELLED, t0)
+        except JobTimeout:
+            return self._end(job, JobStatus.FAILED, t0, error=f"the job ran past its time limit of {limit:g} s: "
+                             "ask for fewer steps, images or pixels, or a longer timeout_s")
+        except WorkerStopping:   # not the job's fault: requeued without using up an attempt's budget
+            return self._retry(job, t0, "the worker stopped", delay_s=0.0, counted=False)
+        except ValueError as e:   # RequestError included: input that only the model can judge
+            return self._end(job, JobStatus.FAILED, t0, error=str(e))
+        except TRANSIENT + (OSError,) as e:
+            self._discard(outputs)
+            return self._retry(job, t0, f"{type(e).__name__}: {e}")
+        except Exception as e:
+            self._discard(outputs)
+            log.exception("job failed", extra={"job": job.id, "worker": self.id})
+            return self._end(job, JobStatus.FAILED, t0, error=f"internal error ({type(e).__name__}): {e}")
+
+    def _callbacks(self, job_id: str, lost: threading.Event, deadline: float, limit: float):
+        state = {"last": 0.0, "last_preview": 0.0, "preview": None}
+
+        def progress(step: int, total: int) -> None:
+            if lost.is_set():
+                raise LeaseLost()
+            if self.stop.is_set():
+                raise WorkerStopping()
+            if time.monotonic() > deadline:
+                raise JobTimeout()
+            now = time.monotonic()
+            if now - state["last"] < PROGRESS_EVERY_S and step < total:
+                return
+            state["last"] = now
+            with self.sessions() as s, s.begin():
+                ours, cancel = report_progress(s, job_id, self.id, step, total, state.pop("preview", None))
+            state["preview"] = None
+            if not ours:
+                raise LeaseLost()
+            if cancel:
+                raise JobCancelled()
+
+        def preview(step: int, image: Image.Image) -> None:
+            now = time.monotonic()
+            if now - state["last_preview"] >= PREVIEW_EVERY_S:
+                state["last_preview"] = now
+                state["preview"] = base64.b64encode(png_bytes(image)).decode()
+        return progress, preview
+
+    def _store(self, job: Job, result: JobOutputs) -> list[dict]:
+        """Write this attempt's files (keys carry the attempt, so a stale worker never overwrites)."""
+        outputs = []
+        for i, (image, seed, text) in enumerate(zip(result.images, result.seeds, result.parameters)):
+            key = f"jobs/{job.id}/{job.attempts}-out-{i}.png"
+            self.storage.put(key, png_bytes(image, text))
+            outputs.append({"key": key, "seed": seed, "width": image.width, "height": image.height})
+        return outputs
+
+    def _discard(self, outputs: list[dict]) -> None:
+        for out in outputs:
+            self.storage.delete_prefix(out["key"])
+
+    def _end(self, job: Job, target: JobStatus, t0: float, **values) -> JobStatus | None:
+        with self.sessions() as s, s.begin():
+            ok = end_attempt(s, job.id, self.id, target, time.perf_counter() - t0, **values)
+        log.info(f"job {target.value}", extra={"job": job.id, "worker": self.id, "error": values.get("error")})
+        return target if ok else None
+
+    def _retry(self, job: Job, t0: float, reason: str, delay_s: float | None = None,
+               counted: bool = True) -> JobStatus | None:
+        """Back on the queue after `delay_s` (default: exponential backoff), or failed when out of attempts."""
+        if counted and job.attempts >= job.max_attempts:
+            return self._end(job, JobStatus.FAILED, t0, error=f"failed on each of {job.attempts} attempts; "
+                             f"last: {reason}")
+        if delay_s is None:
+            delay_s = RETRY_BASE_S * 2 ** (job.attempts - 1)
+        extra = {} if counted else {"attempts": Job.attempts - 1}
+        status = self._end(job, JobStatus.QUEUED, t0, error=reason, **extra)
+        if status is not None:
+            self.queue.put(job.id, job.priority, delay_s)
+            log.warning("job requeued", extra={"job": job.id, "reason": reason, "delay_s": delay_s})
+        return status
