@@ -27,7 +27,7 @@ DATASET_PATH = DATA_DIR / "dataset.jsonl"
 LABELS = ("benign", *CATEGORIES)            # classifier output order
 HELDOUT_FRACTION = 0.25                     # of each category's template groups
 MAX_HELDOUT_COSINE = 0.9
-PER_CATEGORY = {"benign": 700, "benign_hard": 1100, "benign_people": 450}   # prompts to generate
+PER_CATEGORY = {"benign": 700, "benign_hard": 1100, "benign_people": 1000}   # prompts to generate
 DEFAULT_PER_CATEGORY = 640
 _SLOT = re.compile(r"\{(\w+)\}")
 

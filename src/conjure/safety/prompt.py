@@ -72,17 +72,15 @@ def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual
     rule = policy.categories["sexual_minors"]
     p_minor = probs.get("sexual_minors", 0.0)
     p_sexual = probs.get("sexual", 0.0) + p_minor
-    if p_minor >= rule.threshold:
-        return _Fired("sexual_minors", p_minor, "classifier",
-                      f"classifier sexual_minors probability {p_minor:.2f} >= {rule.threshold:.2f}")
-    if not hits.minor:
-        return None
     sexual_signal = sexual is not None or "sexual" in hits.strong or (
         "sexual" in hits.weak and p_sexual >= rule.combine_threshold)
-    if sexual_signal:
+    if hits.minor and sexual_signal:
         terms = hits.strong.get("sexual") or hits.weak.get("sexual") or ["classifier"]
         return _Fired("sexual_minors", max(p_sexual, 1.0 if "sexual" in hits.strong else 0.0), "combination",
                       f"sexual signal ({', '.join(terms)}) together with minor terms ({', '.join(hits.minor)})")
+    if p_minor >= rule.threshold:
+        return _Fired("sexual_minors", p_minor, "classifier",
+                      f"classifier sexual_minors probability {p_minor:.2f} >= {rule.threshold:.2f}")
     return None
 
 
@@ -94,8 +92,9 @@ def decide(hits: RuleHits, probs: dict[str, float], policy: Policy) -> list[_Fir
     minors = _fire_minors(policy, hits, probs, sexual)
     if minors is not None:
         fired.append(minors)
-    return sorted(fired, key=lambda f: (ACTION_RANK[policy.categories[f.category].action], f.score),
-                  reverse=True)
+    # The strictest action first; sexual content involving minors leads whenever it fires.
+    return sorted(fired, key=lambda f: (ACTION_RANK[policy.categories[f.category].action],
+                                        f.category == "sexual_minors", f.score), reverse=True)
 
 
 def screen_prompt(prompt: str, negative_prompt: str = "", policy: Policy | None = None, encoder=None,

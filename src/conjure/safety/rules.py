@@ -82,7 +82,7 @@ STRONG: dict[str, list[str]] = {
 }
 
 WEAK: dict[str, list[str]] = {
-    "sexual": ["nude", "naked", "sexy", "sex", "lingerie", "seductive", "sensual", "strip*", "bare chested",
+    "sexual": ["nude", "naked", "sexy", "explicit", "sexuali*", "sex", "lingerie", "seductive", "sensual", "strip*", "bare chested",
                "boob*", "breast*", "butt", "cleavage", "provocative", "busty", "bikini", "intimate", "aroused",
                "horny", "spicy", "steamy", "in bed", "bedroom", "skimpy", "revealing", "birthday suit"],
     "violence": ["blood*", "bloody", "kill*", "murder*", "dead", "corpse", "stab*", "shoot*", "shot", "wound*",
@@ -99,7 +99,7 @@ WEAK: dict[str, list[str]] = {
                     "influencer", "footballer", "my neighbor", "my neighbour", "my coworker",
                     "my ex", "my classmate", "my boss", "my teacher"],
     "deepfake": ["fake*", "forged", "forgery", "hoax", "leaked", "hidden camera", "realistic", "photorealistic",
-                 "real photo", "evidence", "impersonat*", "caught", "arrested", "scandal", "news photo", "mugshot"],
+                 "real photo", "evidence", "caught", "arrested", "scandal", "news photo", "mugshot"],
 }
 
 MINOR_TERMS = [

@@ -115,7 +115,7 @@ def fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, n_labels: int) -> PromptCl
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         sched.step()
         if epoch % 10 == 0 or epoch == recipe.epochs - 1:
             print(f"epoch {epoch:3d} loss {total / len(perm):.4f}", flush=True)

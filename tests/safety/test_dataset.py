@@ -1,0 +1,66 @@
+"""The labelled prompt set: enough prompts per category, whole template groups held out, and no
+held-out prompt within MiniLM cosine 0.9 of a training prompt."""
+
+import collections
+import random
+import re
+
+import numpy as np
+
+from conjure.safety import dataset as ds
+from conjure.safety.classifier import embed
+from conjure.safety.normalize import normalize
+
+
+def test_several_hundred_prompts_per_category():
+    rows = ds.load_dataset()
+    counts = collections.Counter(r.label for r in rows)
+    for label in ds.LABELS:
+        assert counts[label] >= (1000 if label == "benign" else 400), (label, counts[label])
+    assert sum(r.kind == "hard_benign" for r in rows) >= 800
+
+
+def test_groups_are_never_split():
+    splits = collections.defaultdict(set)
+    for r in ds.load_dataset():
+        splits[r.group].add("train" if r.split == "train" else "heldout")
+    assert all(len(s) == 1 for s in splits.values())
+    held = {g for g, s in splits.items() if s == {"heldout"}}
+    for label in ds.LABELS:
+        assert any(g.startswith(label) for g in held), f"no held-out group for {label}"
+
+
+def test_generation_is_deterministic():
+    a, b = ds.generate(seed=0), ds.generate(seed=0)
+    assert [x.prompt for x in a] == [x.prompt for x in b]
+
+
+def test_drop_near_duplicates_marks_close_heldout_prompts():
+    ex = [ds.Example("a", "benign", "g/0", "benign", "train"), ds.Example("b", "benign", "g/1", "benign", "heldout"),
+          ds.Example("c", "benign", "g/2", "benign", "heldout")]
+    v = np.array([[1, 0], [0.95, np.sqrt(1 - 0.95**2)], [0, 1]], dtype=np.float32)
+    nearest = ds.drop_near_duplicates(ex, v)
+    assert [e.split for e in ex] == ["train", "dropped", "heldout"]
+    assert np.allclose(nearest, [0.95, 0.0], atol=1e-6)
+
+
+def _words(text):
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def test_heldout_prompts_are_not_near_copies_of_training_prompts(encoder):
+    """For a sample of held-out prompts, embed the 15 training prompts that share the most words
+    with each one (where any near-copy would be) and check every cosine is below 0.9."""
+    rows = ds.load_dataset()
+    train = [r.prompt for r in rows if r.split == "train"]
+    held = random.Random(0).sample([r.prompt for r in rows if r.split == "heldout"], 40)
+    train_words = [_words(t) for t in train]
+    candidates = set()
+    for h in held:
+        hw = _words(h)
+        scores = [len(hw & tw) / len(hw | tw) for tw in train_words]
+        candidates.update(train[i] for i in np.argsort(scores)[-15:])
+    cands = sorted(candidates)
+    vh = embed([normalize(p) for p in held], encoder)
+    vt = embed([normalize(p) for p in cands], encoder)
+    assert ds.max_train_cosine(vh, vt).max() < ds.MAX_HELDOUT_COSINE
