@@ -22,7 +22,7 @@ from conjure.config import REPO_ROOT, Settings
 from conjure.pipelines.registry import add_model
 
 MODEL = "test-tiny"
-FAST = {"steps": 2, "size": 64}   # the smallest job the tiny model accepts
+FAST = {"steps": 2, "size": 256}   # 2 steps; 256 px is the least the provenance watermark accepts
 
 
 def free_port() -> int:

@@ -44,7 +44,7 @@ def sse_events(client, job_id: str) -> list[tuple[str, dict]]:
 
 
 def test_create_stream_progress_and_download_signed_output(live):
-    r = live.client.post("/v1/jobs", json={"prompt": "red apple", "n": 2, "seed": 7, "steps": 6, "size": 64})
+    r = live.client.post("/v1/jobs", json={"prompt": "red apple", "n": 2, "seed": 7, "steps": 6, "size": 256})
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["status"] == "queued" and job["spec"]["model"] == MODEL and r.headers["location"].endswith(job["id"])
@@ -61,7 +61,7 @@ def test_create_stream_progress_and_download_signed_output(live):
     got = live.client.get(done["outputs"][1]["url"])
     assert got.status_code == 200 and got.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(got.content)) as im:
-        assert im.size == (64, 64)
+        assert im.size == (256, 256)
         params = parse_parameters(im.text["parameters"])
     assert params["prompt"] == "red apple" and params["Seed"] == "8" and params["Steps"] == "6"
 
@@ -157,7 +157,7 @@ def test_edit_job_with_init_image_and_mask(live):
     mask[:, :32] = 255
     mbuf = io.BytesIO()
     Image.fromarray(mask).save(mbuf, format="PNG")
-    r = live.client.post("/v1/jobs/edit", data={"prompt": "red apple", "steps": "4", "size": "64", "strength": "1"},
+    r = live.client.post("/v1/jobs/edit", data={"prompt": "red apple", "steps": "4", "size": "256", "strength": "1"},
                          files={"init_image": ("init.png", buf.getvalue(), "image/png"),
                                 "mask": ("mask.png", mbuf.getvalue(), "image/png")})
     assert r.status_code == 201, r.text

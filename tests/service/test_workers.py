@@ -142,7 +142,7 @@ def test_state_changes_are_conditional(quiet):
 def test_a_killed_worker_process_job_runs_again_and_commits_once(tmp_path, tiny_model_dir, caplog):
     settings = make_settings(tmp_path / "home", tiny_model_dir, lease_s=2.0)
     with TestClient(create_app(settings)) as client:
-        job_id = client.post("/v1/jobs", json={"prompt": "survivor", "n": 2, "steps": 40, "size": 64}).json()["id"]
+        job_id = client.post("/v1/jobs", json={"prompt": "survivor", "n": 2, "steps": 40, "size": 256}).json()["id"]
         victim = spawn_worker(settings, tmp_path / "victim.log")
         try:
             job = wait_for(lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["progress"]["step"] > 0 and j,
