@@ -134,10 +134,14 @@ def _tamper(url: str, kind: str, rng: random.Random, n: int) -> None:
     with get_engine(url).begin() as conn:
         if kind == "edit":
             column, value = rng.choice([("seed", "seed + 1"), ("model_hash", "'x'"), ("prompt", "'edited'"),
-                                        ("params", "'{}'"), ("output_sha256", "'" + "0" * 64 + "'"),
-                                        ("verdicts", "'[]'"), ("watermark_id", "watermark_id + 1"),
+                                        ("params", "'{\"steps\": 1}'"), ("output_sha256", "'" + "0" * 64 + "'"),
+                                        ("verdicts", "'[{\"x\": 1}]'"), ("watermark_id", "watermark_id + 1"),
                                         ("entry_hash", "'" + "1" * 64 + "'")])
-            conn.execute(text(f"UPDATE audit_entries SET {column} = {value} WHERE seq = {rng.randint(1, n)}"))
+            seq = rng.randint(1, n)
+            before = conn.execute(text(f"SELECT {column} FROM audit_entries WHERE seq = {seq}")).scalar()
+            conn.execute(text(f"UPDATE audit_entries SET {column} = {value} WHERE seq = {seq}"))
+            after = conn.execute(text(f"SELECT {column} FROM audit_entries WHERE seq = {seq}")).scalar()
+            assert before != after, f"the edit of {column} changed nothing"   # a no-op is no tampering
         elif kind == "delete":
             conn.execute(text(f"DELETE FROM audit_entries WHERE seq = {rng.randint(1, n - 1)}"))
         elif kind == "reorder":
@@ -182,7 +186,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--unmarked-data", type=int, default=1000, help="dataset images used as unmarked images")
     ap.add_argument("--audit-trials", type=int, default=25, help="tampering trials per kind")
+    ap.add_argument("--audit-only", action="store_true", help="re-measure the audit log only, keep the rest")
     args = ap.parse_args()
+    if args.audit_only:
+        return audit_only(args.audit_trials)
     from conjure.config import get_settings, offline_environment
     from conjure.provenance import watermark
     from conjure.provenance.keys import make_dev_ca
@@ -217,6 +224,19 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     merge_json(RESULTS / "safety.json", values)
+    (RESULTS / "provenance.md").write_text(markdown(values))
+    print(markdown(values))
+
+
+def audit_only(trials_per_kind: int) -> None:
+    path = RESULTS / "safety.json"
+    if not path.is_file() or "provenance_details" not in json.loads(path.read_text()):
+        raise SystemExit("--audit-only needs a full run's results in benchmarks/results/safety.json first")
+    values = json.loads(path.read_text())
+    res = measure_audit(trials_per_kind)
+    values["audit_tamper_detect_rate"] = res["rate"]
+    values["provenance_details"].update(audit_per_kind=res["per_kind"], audit_trials=res["trials"])
+    merge_json(path, {k: values[k] for k in ("audit_tamper_detect_rate", "provenance_details")})
     (RESULTS / "provenance.md").write_text(markdown(values))
     print(markdown(values))
 
