@@ -183,6 +183,9 @@ def write_markdown(data: dict) -> None:
             ("image_screen_ms_median", "image screening, ms per 256 px image (median, OCR per policy)"),
             ("image_ocr_ms_median", "OCR alone, ms per image (median; off in the default policy)")]
     lines = ["# Safety screening", "", "Written by `benchmarks/safety.py` (2 CPU cores shared with other jobs).", "",
+             "Held-out numbers follow one round of error analysis: after a first run, the benign people",
+             "templates were widened, 'explicit' became a weak sexual term and the sexual_minors classifier",
+             "threshold went from 0.3 to 0.5. The adversarial set was never trained on or tuned against.", "",
              "| metric | what | value | target |", "|---|---|---|---|"]
     lines += [f"| {k} | {what} | {data[k]} | {_met(k, data)} |" for k, what in rows if k in data]
     if "prompt_recall_per_category" in data:
