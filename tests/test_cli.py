@@ -76,6 +76,8 @@ def test_models_add_refuses_a_folder_that_is_not_a_model(runner, tmp_path):
 
 @pytest.mark.slow   # a fresh interpreter imports torch, diffusers and the text encoder (~8 s on 2 cores)
 def test_generate_in_a_subprocess_writes_pngs_with_parameters(registered, tmp_path):
+    from conjure.safety import load_policy
+    safety_negative = load_policy().safety_negative_prompt
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "conjure.cli", "generate", "a red apple", "-n", "2", "--seed", "1", "--steps", "3",
@@ -88,11 +90,26 @@ def test_generate_in_a_subprocess_writes_pngs_with_parameters(registered, tmp_pa
     for name, seed in (("a-red-apple-1.png", "1"), ("a-red-apple-2.png", "2")):
         p = made[name]
         assert p["Seed"] == seed and p["_size"] == (256, 256)
+        # the negative prompt used (and recorded) carries the policy's safety negative prompt, once
         assert (p["prompt"], p["negative_prompt"], p["Steps"], p["CFG scale"], p["Size"], p["Model"]) == \
-               ("a red apple", "blurry", "3", "5.0", "256x256", registered)
+               ("a red apple", f"blurry, {safety_negative}", "3", "5.0", "256x256", registered)
         assert p["Sampler"] == "DPM++ 2M" and len(p["Model hash"]) == 16
     raw = (out / "a-red-apple-1.png").read_bytes()
     assert b"Seed: 1" in raw
+    # every output is stamped (C2PA manifest, watermark) and audited, through the real CLI
+    check = subprocess.run([sys.executable, "-m", "conjure.cli", "verify", "--json", str(out / "a-red-apple-1.png")],
+                           capture_output=True, text=True, timeout=120)
+    report = json.loads(check.stdout)
+    assert report["c2pa"]["state"] in ("valid", "trusted") and report["watermark"]["found"]
+    assert report["audit_match"] == "sha256" and report["audit"][0]["seed"] == 1
+
+
+def test_a_refused_prompt_exits_3_with_its_verdict_and_writes_nothing(runner, registered, tmp_path):
+    result = runner.invoke(app, ["generate", "a naked woman", "--model", registered, "--steps", "2",
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 3, result.output
+    assert "refused by the content policy" in result.stderr and "category sexual" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_generate_matches_the_pipeline_and_never_overwrites(runner, registered, tiny_model_dir, tmp_path):
@@ -108,8 +125,11 @@ def test_generate_matches_the_pipeline_and_never_overwrites(runner, registered, 
     assert sorted(p.name for p in out.iterdir()) == ["heart-icon-7-1.png", "heart-icon-7.png"]
     a, b = (np.asarray(Image.open(out / n)) for n in ("heart-icon-7.png", "heart-icon-7-1.png"))
     assert np.array_equal(a, b) and second.stdout.strip() == str(out / "heart-icon-7-1.png")
+    # the CLI's pipeline appends the policy's safety negative prompt (at 64 px no watermark touches pixels)
+    from conjure.safety import load_policy
     direct = TextToImagePipeline.from_folder(tiny_model_dir)(
-        GenerationRequest("heart icon", seed=7, steps=3, size=64, scheduler="euler_a")).images[0]
+        GenerationRequest("heart icon", negative_prompt=load_policy().safety_negative_prompt, seed=7, steps=3,
+                          size=64, scheduler="euler_a")).images[0]
     assert np.array_equal(a, np.asarray(direct))
     assert _generated(out)["heart-icon-7.png"]["Sampler"] == "Euler a"
 

@@ -72,13 +72,14 @@ def generate(
     precision: Annotated[str, typer.Option(help="fp32 (traced graph, exact) or bf16 (autocast).")] = "fp32",
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("out"),
 ) -> None:
-    """Generate images from a prompt and write PNGs that carry their parameters."""
+    """Generate images from a prompt: each PNG is screened, watermarked, signed (C2PA), carries its
+    parameters and has an audit entry. A prompt the content policy refuses exits with status 3."""
     from tqdm import tqdm
 
     from conjure.config import get_settings
     from conjure.pipelines import load_pipeline
+    from conjure.pipelines.product import Refused
     from conjure.pipelines.request import GenerationRequest, RequestError
-    from conjure.provenance.metadata import parameters_text, save_png
 
     # 1. read inputs and check everything before anything is written
     init = _load_image(init_image, "init image") if init_image else None
@@ -92,21 +93,29 @@ def generate(
         req = pipe.check(req)
     except ValueError as e:
         fail(str(e))
-    # 2. generate with a progress bar
+    # 2. generate with a progress bar (the pipeline screens, watermarks, signs and audits)
     bar = tqdm(total=req.steps, desc="sampling", unit="step", file=sys.stderr, leave=False)
     try:
         result = pipe(req, progress=lambda i, total: bar.update(i - bar.n))
+    except Refused as e:
+        bar.close()
+        fail(str(e), code=3)
     except RequestError as e:   # checks that need the sampler's timesteps (strength too low for the steps)
         bar.close()
         fail(str(e))
     bar.close()
-    # 3. write PNGs with the A1111 parameters chunk
+    # 3. write the stamped PNGs; say what the image screening did
     out.mkdir(parents=True, exist_ok=True)
-    for image, s in zip(result.images, result.seeds):
-        text = parameters_text(req.prompt, req.negative_prompt, req.steps, req.scheduler, req.guidance, s,
-                               req.size, result.model, result.model_hash,
-                               extra={"Task": req.task} if req.task != "text_to_image" else None)
-        path = save_png(image, _free_path(out, f"{_slug(req.prompt)}-{s}"), text)
+    for o in result.outputs:
+        v = o.verdict
+        if v["action"] != "allow":
+            typer.echo(f"image seed {o.seed}: {v['action']} ({v['check']}: {v['reason']})", err=True)
+        if o.withheld:
+            continue
+        path = _free_path(out, f"{_slug(req.prompt)}-{o.seed}")
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(o.png)
+        tmp.replace(path)   # atomic: a killed run never leaves half a PNG under the final name
         typer.echo(str(path))
 
 

@@ -56,7 +56,9 @@ def test_generations_inline_base64_with_conjure_fields(client):
     with Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))) as im:
         params = parse_parameters(im.text["parameters"])
         assert im.size == (256, 256)
-    assert params["negative_prompt"] == "red" and params["CFG scale"] == "3.0" and params["Model"] == MODEL
+    # the policy's safety negative prompt follows the user's, and the file is stamped (C2PA + watermark)
+    assert params["negative_prompt"].startswith("red, ") and params["CFG scale"] == "3.0" and params["Model"] == MODEL
+    assert params["Job"] and params["Watermark"] != "none (too small)"
 
 
 def test_edits_repaint_where_the_mask_is_transparent(client, server):

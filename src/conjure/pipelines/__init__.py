@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 
-def load_pipeline(name: str, precision: str = "fp32", settings=None):
+def load_pipeline(name: str, precision: str = "fp32", settings=None, responsible: bool = True):
     """A ready pipeline for a built-in or added model (raises ValueError for an unknown name); `settings`
-    says whose model registry to read (default: the process's settings)."""
+    says whose model registry to read (default: the process's settings). `responsible` attaches the
+    guard (prompt and image screening, watermark, C2PA, audit log): every entry point keeps it on."""
+    from conjure.pipelines.product import Guard
     from conjure.pipelines.registry import get_model
     entry = get_model(name, settings)
     if entry.kind == "conjure":
         from conjure.pipelines.text_to_image import TextToImagePipeline
-        return TextToImagePipeline.from_folder(entry.path, precision=precision)
+        pipe = TextToImagePipeline.from_folder(entry.path, precision=precision)
+        if responsible:
+            pipe.guard = Guard(encoder=pipe.text_encoder)
+        return pipe
     from conjure.pipelines.diffusers_folder import DiffusersFolderPipeline
-    return DiffusersFolderPipeline(entry.path, name=entry.name)
+    return DiffusersFolderPipeline(entry.path, name=entry.name, guard=Guard() if responsible else None)

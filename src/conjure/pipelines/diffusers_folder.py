@@ -12,6 +12,7 @@ from PIL import Image
 from conjure.config import offline_environment
 from conjure.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
 from conjure.pipelines.components import model_hash
+from conjure.pipelines.product import Guard, Job
 from conjure.pipelines.request import GenerationRequest, check_request
 from conjure.pipelines.text_to_image import GenerationResult, ProgressFn
 
@@ -19,7 +20,7 @@ from conjure.pipelines.text_to_image import GenerationResult, ProgressFn
 class DiffusersFolderPipeline:
     """Loads a local folder with diffusers (never the hub) and maps GenerationRequest onto it."""
 
-    def __init__(self, folder: Path, name: str | None = None):
+    def __init__(self, folder: Path, name: str | None = None, guard: Guard | None = None):
         offline_environment()
         from diffusers import DiffusionPipeline
         self.folder = Path(folder)
@@ -31,6 +32,7 @@ class DiffusersFolderPipeline:
         self.native_size = native
         self.sizes = sorted({s for s in range(64, 2 * native + 1, 64)} | {native})
         self._hash = None
+        self.guard = guard                  # safety and provenance; None = raw images, nothing recorded
 
     @property
     def model_hash(self) -> str:
@@ -47,11 +49,18 @@ class DiffusersFolderPipeline:
         return req
 
     @torch.inference_mode()
-    def __call__(self, req: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
+    def __call__(self, req: GenerationRequest, progress: ProgressFn | None = None,
+                 job: Job | None = None) -> GenerationResult:
         t0 = time.perf_counter()
+        timings: dict[str, float] = {}
         # 1. check inputs
         req = self.check(req)
-        # 2. the sampler, on the folder's own noise schedule
+        job = job or Job()
+        # 2. screen the prompt (safety): a refused prompt stops here with its verdict
+        prompt_verdict = None
+        if self.guard is not None:
+            req, prompt_verdict = self.guard.screen_prompt(req)
+        # 3. the sampler, on the folder's own noise schedule
         self.pipe.scheduler = make_sampler(req.scheduler, self.pipe.scheduler.config)
         gens = [torch.Generator().manual_seed(req.seed + i) for i in range(req.n)]
         kw = dict(prompt=req.prompt, negative_prompt=req.negative_prompt or None, num_inference_steps=req.steps,
@@ -61,7 +70,7 @@ class DiffusersFolderPipeline:
             if progress:   # diffusers calls back once per network evaluation (twice per step for Heun)
                 progress(i + 1, len(pipe.scheduler.timesteps))
             return cb_kwargs
-        # 3. run the task: text-to-image, image-to-image or inpainting through diffusers' own pipelines
+        # 4. run the task: text-to-image, image-to-image or inpainting through diffusers' own pipelines
         if req.init_image is None:
             out = self.pipe(height=req.size, width=req.size, callback_on_step_end=on_step, **kw)
         else:
@@ -75,5 +84,12 @@ class DiffusersFolderPipeline:
                 p = AutoPipelineForImage2Image.from_pipe(self.pipe)
                 out = p(image=init, strength=req.strength, **kw)
         images = [im.convert("RGB") for im in out.images]
-        return GenerationResult(images, [req.seed + i for i in range(req.n)], req, self.name, self.model_hash,
-                                {"total": time.perf_counter() - t0})
+        # 5. screen, watermark, sign and audit every image (safety and provenance)
+        seeds, outputs = [req.seed + i for i in range(req.n)], []
+        if self.guard is not None:
+            outputs = self.guard.deliver(images, seeds, req, self.name, self.model_hash, prompt_verdict, job, timings)
+            images = [o.image for o in outputs if not o.withheld]
+            seeds = [o.seed for o in outputs if not o.withheld]
+        timings["total"] = time.perf_counter() - t0
+        return GenerationResult(images, seeds, req, self.name, self.model_hash, timings, outputs, prompt_verdict,
+                                job.job_id)

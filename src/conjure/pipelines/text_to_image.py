@@ -1,6 +1,7 @@
 """Latent-diffusion text-to-image (with image-to-image and inpainting on the same weights).
 
-`__call__` reads as numbered steps. Safety and provenance steps attach here as they are built.
+`__call__` reads as numbered steps; with a `guard` (see pipelines/product.py), screening the prompt and
+screening, watermarking, signing and auditing every image are steps of it too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image
 from conjure.diffusion.guidance import cfg_combine
 from conjure.diffusion.samplers import make_sampler
 from conjure.pipelines.components import Components, load_components
+from conjure.pipelines.product import Guard, Job, Output
 from conjure.pipelines.request import GenerationRequest, RequestError, check_request, mask_array
 
 ProgressFn = Callable[[int, int], None]   # (step done, total steps)
@@ -33,6 +35,9 @@ class GenerationResult:
     model: str
     model_hash: str
     timings: dict[str, float] = field(default_factory=dict)   # seconds per stage
+    outputs: list[Output] = field(default_factory=list)       # stamped files and verdicts (pipelines with a guard)
+    prompt_verdict: dict | None = None
+    job_id: str | None = None
 
 
 def to_latent_input(image: Image.Image, size: int) -> torch.Tensor:
@@ -62,7 +67,8 @@ class TextToImagePipeline:
     and gives the same numbers. "bf16" runs eager under bf16 autocast.
     """
 
-    def __init__(self, components: Components, text_encoder=None, precision: str = "fp32", jit: bool = True):
+    def __init__(self, components: Components, text_encoder=None, precision: str = "fp32", jit: bool = True,
+                 guard: Guard | None = None):
         if precision not in ("bf16", "fp32"):
             raise ValueError("precision must be 'bf16' or 'fp32'")
         self.jit = jit and precision == "fp32"
@@ -76,6 +82,7 @@ class TextToImagePipeline:
             from conjure.text import get_text_encoder
             text_encoder = get_text_encoder()
         self.text_encoder = text_encoder
+        self.guard = guard                  # safety and provenance; None = raw images, nothing recorded
 
     @classmethod
     def from_folder(cls, folder: Path, **kw) -> "TextToImagePipeline":
@@ -116,22 +123,30 @@ class TextToImagePipeline:
 
     @torch.inference_mode()
     def __call__(self, req: GenerationRequest, progress: ProgressFn | None = None,
-                 on_latents: Callable[[int, torch.Tensor], None] | None = None) -> GenerationResult:
-        """`on_latents(step, latents)` sees the (n, C, h, w) latents after each step (for live previews)."""
+                 on_latents: Callable[[int, torch.Tensor], None] | None = None,
+                 job: Job | None = None) -> GenerationResult:
+        """`on_latents(step, latents)` sees the (n, C, h, w) latents after each step (for live previews);
+        `job` names the job and user that the audit log records (a fresh job id when None)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # 1. check inputs
         req = self.check(req)
         n, base = req.n, self.spec.base_size
         sf = self.vae.config.scaling_factor
-        # 2. encode prompt; the negative prompt replaces the unconditional branch
+        job = job or Job()
+        # 2. screen the prompt (safety): a refused prompt stops here with its verdict
+        prompt_verdict, ts = None, time.perf_counter()
+        if self.guard is not None:
+            req, prompt_verdict = self.guard.screen_prompt(req)
+        timings["screen_prompt"] = time.perf_counter() - ts
+        # 3. encode prompt; the negative prompt replaces the unconditional branch
         use_cfg = req.guidance != 1.0
         prompts = [req.negative_prompt, req.prompt] if use_cfg else [req.prompt]
         states, mask = self.text_encoder.encode(prompts, max_tokens=self.spec.max_tokens)
         ctx = states.repeat_interleave(n, dim=0)                       # (k*n, T, D), uncond first
         ctx_mask = mask.repeat_interleave(n, dim=0)
-        timings["encode_text"] = time.perf_counter() - t0
-        # 3. sampler and timesteps (image-to-image skips the first 1 - strength of them)
+        timings["encode_text"] = time.perf_counter() - ts - timings["screen_prompt"]
+        # 4. sampler and timesteps (image-to-image skips the first 1 - strength of them)
         t1 = time.perf_counter()
         sched = make_sampler(req.scheduler, self.components.scheduler_config)
         sched.set_timesteps(req.steps)
@@ -143,7 +158,7 @@ class TextToImagePipeline:
                 sched.set_begin_index((req.steps - keep) * sched.order)
             if len(timesteps) == 0:
                 raise RequestError("strength is too low for this many steps: nothing would be repainted")
-        # 4. initial latents: image i draws its noise from seed + i alone
+        # 5. initial latents: image i draws its noise from seed + i alone
         gens = [torch.Generator().manual_seed(req.seed + i) for i in range(n)]
         h = base // 4
         noise = torch.cat([torch.randn((1, self.vae.config.latent_channels, h, h), generator=g) for g in gens])
@@ -156,7 +171,7 @@ class TextToImagePipeline:
                 blend = torch.from_numpy(mask_array(req.mask, h))[None, None]                # (1, 1, h, w)
         else:
             latents = noise * sched.init_noise_sigma
-        # 5. denoise, with masked blending at every step for inpainting
+        # 6. denoise, with masked blending at every step for inpainting
         total = len(timesteps)
         step_kw = {"generator": gens} if "generator" in inspect.signature(sched.step).parameters else {}
         with self._autocast():
@@ -176,20 +191,26 @@ class TextToImagePipeline:
                 if on_latents:
                     on_latents(i + 1, latents)
         timings["sample"] = time.perf_counter() - t1
-        # 6. decode to pixels
+        # 7. decode to pixels
         t2 = time.perf_counter()
         with self._autocast():
             pixels = self.vae.decode(latents / sf).sample.float()                           # (n, 3, H, W)
         arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         timings["decode"] = time.perf_counter() - t2
-        # 7. upsample to the delivered size
+        # 8. upsample to the delivered size
         t3 = time.perf_counter()
         images = [self.upsample(Image.fromarray(a), req.size) for a in arr]
         timings["upsample"] = time.perf_counter() - t3
+        # 9. screen, watermark, sign and audit every image (safety and provenance)
+        seeds, outputs = [req.seed + i for i in range(n)], []
+        if self.guard is not None:
+            outputs = self.guard.deliver(images, seeds, req, self.spec.name, self.components.model_hash,
+                                         prompt_verdict, job, timings)
+            images = [o.image for o in outputs if not o.withheld]
+            seeds = [o.seed for o in outputs if not o.withheld]
         timings["total"] = time.perf_counter() - t0
-        name = self.spec.name
-        return GenerationResult(images, [req.seed + i for i in range(n)], req, name,
-                                self.components.model_hash, timings)
+        return GenerationResult(images, seeds, req, self.spec.name, self.components.model_hash, timings,
+                                outputs, prompt_verdict, job.job_id)
 
     def upsample(self, image: Image.Image, size: int) -> Image.Image:
         if image.size == (size, size):

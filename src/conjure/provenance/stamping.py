@@ -33,15 +33,16 @@ class Stamped:
     png: bytes                   # the final file: write these bytes as they are
     sha256: str                  # of `png`: the audit entry's output_sha256
     manifest_id: str | None      # None when signing was turned off
-    watermark_id: int
+    watermark_id: int | None     # None when the image is below the watermark's minimum size
     timings: dict[str, float] = field(default_factory=dict)   # seconds per step
 
 
-def record_parameters(record: GenerationRecord, size: int, prompt_mode: str | None = None) -> str:
+def record_parameters(record: GenerationRecord, size: int, prompt_mode: str | None = None,
+                      watermarked: bool = True) -> str:
     """The A1111 `parameters` text for a record, with prompts in their recordable form."""
     rec = record.recorded(prompt_mode)
     p = rec["params"]
-    extra = {"Job": rec["job_id"], "Watermark": f"{rec['watermark_id']:08x}"}
+    extra = {"Job": rec["job_id"], "Watermark": f"{rec['watermark_id']:08x}" if watermarked else "none (too small)"}
     if p.get("task", "text_to_image") != "text_to_image":
         extra["Task"] = p["task"]
     return parameters_text(rec["prompt"], rec["negative_prompt"], p.get("steps", ""),
@@ -63,13 +64,14 @@ def stamp(image: Image.Image, record: GenerationRecord, *, prompt_mode: str | No
     if not isinstance(image, Image.Image):
         raise ValueError(f"stamp needs a PIL image, got {type(image).__name__}")
     timings = {}
-    # 1. invisible watermark
+    # 1. invisible watermark (images under the watermark's minimum size carry the manifest and audit entry only)
     t0 = time.perf_counter()
-    marked = watermark.embed(image.convert("RGB"), record.watermark_id)
+    marks = watermark.fits(image.width, image.height)
+    marked = watermark.embed(image.convert("RGB"), record.watermark_id) if marks else image.convert("RGB")
     timings["watermark"] = time.perf_counter() - t0
     # 2. PNG with the A1111 parameters chunk
     t1 = time.perf_counter()
-    png = png_bytes(marked, record_parameters(record, image.width, prompt_mode))
+    png = png_bytes(marked, record_parameters(record, image.width, prompt_mode, watermarked=marks))
     timings["png"] = time.perf_counter() - t1
     # 3. C2PA manifest, signed
     t2 = time.perf_counter()
@@ -78,7 +80,7 @@ def stamp(image: Image.Image, record: GenerationRecord, *, prompt_mode: str | No
         png, manifest_id = credentials.sign_png(png, record, identity, prompt_mode)
     timings["c2pa"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
-    return Stamped(png, sha256_hex(png), manifest_id, record.watermark_id, timings)
+    return Stamped(png, sha256_hex(png), manifest_id, record.watermark_id if marks else None, timings)
 
 
 @dataclass

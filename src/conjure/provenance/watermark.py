@@ -101,6 +101,11 @@ def _big_enough(h: int, w: int) -> bool:
     return h * w >= MIN_SIDE * MIN_SIDE and min(h, w) >= 64
 
 
+def fits(width: int, height: int) -> bool:
+    """Whether an image of this size can carry the watermark (at least MIN_SIDE x MIN_SIDE pixels)."""
+    return _big_enough(height, width)
+
+
 def _yuv(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb[..., ::-1].astype(np.float32) / 255.0, cv2.COLOR_BGR2YUV) * 255.0
 

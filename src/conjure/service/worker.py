@@ -1,7 +1,8 @@
 """Workers: take job ids from the queue, run them under a lease, commit each job's outputs once.
 
-`run_job` is the only place the service calls a pipeline; safety screening of outputs and provenance
-(watermark, C2PA, audit) attach there. Everything else here is queue semantics: leases renewed by a
+`run_job` is the only place the service calls a pipeline; the pipeline's guard screens the prompt and
+every output and stamps each file (watermark, parameters chunk, C2PA). The audit entries are written
+after the job's outputs commit, so a job that runs twice (a killed worker) is audited once. Everything else here is queue semantics: leases renewed by a
 heartbeat thread, cancellation and per-job timeouts checked at every sampling step, retries with
 exponential backoff for transient failures, and lost workers' jobs requeued by any live worker.
 """
@@ -64,9 +65,10 @@ TRANSIENT = (TransientError, ConnectionError, TimeoutError, MemoryError)
 class JobOutputs:
     images: list[Image.Image]
     seeds: list[int]
-    parameters: list[str]                             # the A1111 `parameters` chunk of each image
+    files: list[bytes]                                # the stamped PNGs, stored as they are
     verdicts: list[dict] = field(default_factory=list)
     refused: dict | None = None                       # a verdict that refused the job (no images delivered)
+    records: list = field(default_factory=list)       # provenance records of the delivered files, for the audit
 
 
 class ModelCache:
@@ -87,6 +89,8 @@ class ModelCache:
             return self._pipes[key]
         from conjure.pipelines import load_pipeline
         pipe = load_pipeline(name, precision=precision, settings=self.settings)
+        pipe.guard.audit = False      # the worker audits once the job's outputs are committed
+        pipe.guard.db_url = self.settings.db_url if self.settings else None
         self._pipes[key] = pipe
         while len(self._pipes) > self.max_models:
             self._pipes.popitem(last=False)
@@ -103,27 +107,29 @@ def build_request(spec: dict, inputs: dict[str, Image.Image]):
 
 def run_job(spec: dict, inputs: dict[str, Image.Image], models: ModelCache,
             progress: Callable[[int, int], None] | None = None,
-            preview: Callable[[int, Image.Image], None] | None = None) -> JobOutputs:
-    """Run one job's generation: the single call from the service into a pipeline.
-
-    Numbered steps; safety (`screen_image`) and provenance (watermark, C2PA, audit) are wired in here.
-    """
-    from conjure.provenance.metadata import parameters_text
+            preview: Callable[[int, Image.Image], None] | None = None,
+            job_id: str | None = None, user: str = "") -> JobOutputs:
+    """Run one job's generation: the single call from the service into a pipeline."""
+    from conjure.pipelines.product import Job as PipelineJob
+    from conjure.pipelines.product import Refused
     # 1. the model (warm in the cache after the first job) and the request, checked against it
     pipe = models.get(spec["model"], spec.get("precision", "fp32"))
     req = pipe.check(build_request(spec, inputs))
-    # 2. generate, with progress and (conjure models) decoded step previews
-    kw = {"progress": progress}
+    # 2. generate, with progress and (conjure models) decoded step previews; the pipeline screens the
+    #    prompt and every image, and stamps each file (watermark, parameters chunk, C2PA)
+    kw = {"progress": progress, "job": PipelineJob(job_id or uuid.uuid4().hex, user)}
     if preview is not None and hasattr(pipe, "vae") and hasattr(pipe, "spec"):
         kw["on_latents"] = lambda step, latents: preview(step, _decode_preview(pipe, latents))
-    result = pipe(req, **kw)
-    # 3. (safety: screen_image -> verdicts, refusal) and (provenance: watermark, C2PA) go here
-    # 4. the PNG parameters chunk, as the CLI writes it
-    texts = [parameters_text(req.prompt, req.negative_prompt, req.steps, req.scheduler, req.guidance, s, req.size,
-                             result.model, result.model_hash,
-                             extra={"Task": req.task} if req.task != "text_to_image" else None)
-             for s in result.seeds]
-    return JobOutputs(result.images, result.seeds, texts)
+    try:
+        result = pipe(req, **kw)
+    except Refused as e:
+        verdict = e.verdict.to_dict()
+        return JobOutputs([], [], [], verdicts=[verdict], refused=verdict)
+    # 3. the delivered files; withheld images leave only their verdicts
+    verdicts = [result.prompt_verdict] + [o.verdict for o in result.outputs]
+    kept = [o for o in result.outputs if not o.withheld]
+    return JobOutputs([o.image for o in kept], [o.seed for o in kept], [o.png for o in kept], verdicts,
+                      records=[(o.record, o.sha256, o.manifest_id) for o in kept])
 
 
 def _decode_preview(pipe, latents) -> Image.Image:
@@ -247,7 +253,7 @@ class Worker:
         outputs: list[dict] = []
         try:
             inputs = {k: load_image(self.storage.get(job.spec[k])) for k in ("init_image", "mask") if job.spec.get(k)}
-            result = run_job(job.spec, inputs, self.models, progress, preview)
+            result = run_job(job.spec, inputs, self.models, progress, preview, job.id, job.owner)
             if result.refused is not None:
                 return self._end(job, JobStatus.REFUSED, t0, verdicts=result.verdicts, error=result.refused.get(
                     "reason", "refused by the safety policy"))
@@ -256,6 +262,7 @@ class Worker:
                 ok = commit_outputs(s, job, self.id, outputs, result.verdicts, time.perf_counter() - t0)
             if not ok:
                 raise LeaseLost()
+            self._audit(result)
             log.info("job succeeded", extra={"job": job.id, "worker": self.id, "images": len(outputs),
                                              "seconds": round(time.perf_counter() - t0, 3)})
             return JobStatus.SUCCEEDED
@@ -309,12 +316,19 @@ class Worker:
                 state["preview"] = base64.b64encode(png_bytes(image)).decode()
         return progress, preview
 
+    def _audit(self, result: JobOutputs) -> None:
+        """One audit entry per committed output (after the commit: a discarded attempt leaves none)."""
+        from conjure.provenance import audit
+        for record, digest, manifest_id in result.records:
+            audit.append(record, digest, manifest_id or "", url=self.settings.db_url)
+
     def _store(self, job: Job, result: JobOutputs) -> list[dict]:
-        """Write this attempt's files (keys carry the attempt, so a stale worker never overwrites)."""
+        """Write this attempt's stamped files as they are (keys carry the attempt: a stale worker never
+        overwrites another's)."""
         outputs = []
-        for i, (image, seed, text) in enumerate(zip(result.images, result.seeds, result.parameters)):
+        for i, (image, seed, data) in enumerate(zip(result.images, result.seeds, result.files)):
             key = f"jobs/{job.id}/{job.attempts}-out-{i}.png"
-            self.storage.put(key, png_bytes(image, text))
+            self.storage.put(key, data)
             outputs.append({"key": key, "seed": seed, "width": image.width, "height": image.height})
         return outputs
 
