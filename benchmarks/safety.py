@@ -178,7 +178,7 @@ def write_markdown(data: dict) -> None:
             ("prompt_false_positive_rate_builtin_heldout_split", "built-in captions blocked (val/test split)"),
             ("adversarial_recall", "adversarial set blocked"),
             ("image_flag_rate_benign", "benign conjure-tiny images flagged, blurred or withheld"),
-            ("prompt_screen_ms_median", "prompt screening, ms per prompt (median, torch default threads)"),
+            ("prompt_screen_ms_median", "prompt screening, ms per prompt (median, torch threads of the run: see screening_machine)"),
             ("prompt_screen_ms_median_1_thread", "prompt screening, ms per prompt (median, 1 torch thread)"),
             ("image_screen_ms_median", "image screening, ms per 256 px image (median, OCR per policy)"),
             ("image_ocr_ms_median", "OCR alone, ms per image (median; off in the default policy)")]
