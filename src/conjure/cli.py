@@ -17,6 +17,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 audit_app = typer.Typer(help="Check and maintain the tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -329,6 +331,73 @@ def audit_redact(job_id: Annotated[str, typer.Argument(help="The job whose promp
     if n == 0:
         fail(f"no audit entry has job id '{job_id}'")
     typer.echo(f"redacted {n} entr{'y' if n == 1 else 'ies'} of job {job_id}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The user the key belongs to; their jobs are scoped to this name.")],
+    role: Annotated[str, typer.Option(help="admin (sees every user's jobs) or user.")] = "user",
+    rate: Annotated[Optional[int], typer.Option(help="Requests a minute (0 = unlimited; default: the "
+                                                     "rate_limit_per_min setting).")] = None,
+    quota: Annotated[Optional[int], typer.Option(help="Images a UTC day (0 = unlimited; default: the "
+                                                      "daily_quota setting).")] = None,
+) -> None:
+    """Create an API key and print it once: only its SHA-256 hash is stored."""
+    from conjure.config import get_settings
+    from conjure.db import session_factory
+    from conjure.service.auth import create_key
+    settings = get_settings()
+    try:
+        with session_factory(settings.db_url)() as s, s.begin():
+            plain, row = create_key(s, name, role, settings.rate_limit_per_min if rate is None else rate,
+                                    settings.daily_quota if quota is None else quota)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(plain)
+    typer.echo(f"created key {row.prefix}... for {row.owner} ({row.role}, {row.rate_limit_per_min}/min, "
+               f"{row.daily_quota} images/day): store it now, it cannot be shown again", err=True)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Every key (live and revoked) by prefix, user, role and limits; never the key itself."""
+    import time
+    from conjure.config import get_settings
+    from conjure.db import session_factory
+    from conjure.service.auth import list_keys
+    with session_factory(get_settings().db_url)() as s:
+        rows = [{"id": k.id, "prefix": k.prefix, "user": k.owner, "role": k.role, "rate_limit_per_min":
+                 k.rate_limit_per_min, "daily_quota": k.daily_quota, "created_at": k.created_at,
+                 "revoked_at": k.revoked_at} for k in list_keys(s)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        typer.echo("no keys: create one with: conjure keys create NAME --role admin")
+    def day(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+    for k in rows:
+        state = f"revoked {day(k['revoked_at'])}" if k["revoked_at"] else "live"
+        typer.echo(f"{k['prefix']}...  {k['user']:20s} {k['role']:5s} {k['rate_limit_per_min']:5d}/min "
+                   f"{k['daily_quota']:7d}/day  created {day(k['created_at'])}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="A user name (revokes all their keys), or one key's prefix or id.")],
+) -> None:
+    """Revoke keys at once: requests that carry them get 401 from then on."""
+    from conjure.config import get_settings
+    from conjure.db import session_factory
+    from conjure.service.auth import revoke
+    try:
+        with session_factory(get_settings().db_url)() as s, s.begin():
+            rows = revoke(s, name)
+            done = [(k.prefix, k.owner) for k in rows]
+    except ValueError as e:
+        fail(str(e))
+    for prefix, owner in done:
+        typer.echo(f"revoked {prefix}... of {owner}")
 
 
 def main() -> None:

@@ -79,13 +79,19 @@ def list_keys(s: Session) -> list[ApiKey]:
     return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def revoke_key(s: Session, key_id_or_prefix: str) -> ApiKey:
-    rows = s.scalars(select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))).all()
-    if len(rows) != 1:
-        raise ValueError(f"no single key matches '{key_id_or_prefix}': give an id or prefix from `conjure keys list`")
-    if rows[0].revoked_at is None:
-        rows[0].revoked_at = time.time()
-    return rows[0]
+def revoke(s: Session, target: str) -> list[ApiKey]:
+    """Revoke every live key of the user named `target`, or else the one key whose id or prefix it is."""
+    rows = s.scalars(select(ApiKey).where(ApiKey.owner == target, ApiKey.revoked_at.is_(None))).all()
+    if not rows:
+        rows = s.scalars(select(ApiKey).where((ApiKey.id == target) | (ApiKey.prefix == target))).all()
+        if len(rows) != 1:
+            raise ValueError(f"no live key belongs to a user '{target}' and no single key has that id or prefix: "
+                             "see `conjure keys list`")
+    now = time.time()
+    for row in rows:
+        if row.revoked_at is None:
+            row.revoked_at = now
+    return list(rows)
 
 
 def authenticate(s: Session, key: str) -> User | None:

@@ -133,7 +133,8 @@ def _comparable_hash(stored: dict, spec: dict) -> str:
 
 
 def _admit(ctx: ServiceContext, user: User, n: int) -> None:
-    """Backpressure (the queue is full) and the user's daily quota, both 429 with Retry-After."""
+    """Backpressure (the queue is full) and the user's daily quota, both 429 with Retry-After (OpenAI answers a used-up
+    quota with 429 `insufficient_quota`; X-Should-Retry: false stops the openai client's automatic retries)."""
     with ctx.sessions() as s:
         queued = queued_count(s)
         if queued >= ctx.settings.queue_max:
@@ -148,7 +149,7 @@ def _admit(ctx: ServiceContext, user: User, n: int) -> None:
                 wait = int(86400 - time.time() % 86400) + 1
                 raise ServiceError(429, f"the daily quota of {user.daily_quota} images is used up ({used} "
                                    f"used or in flight, {n} asked): retry after midnight UTC, in {wait} s",
-                                   {"Retry-After": str(wait)}, code="quota_exceeded")
+                                   {"Retry-After": str(wait), "X-Should-Retry": "false"}, code="insufficient_quota")
 
 
 def _queue_wait_s(s: Session, queued: int) -> int:

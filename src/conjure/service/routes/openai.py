@@ -28,7 +28,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
 
 
 def error_body(message: str, code: str | None, status: int, param: str | None = None, **extra) -> dict:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param,
+    kind = code if code == "insufficient_quota" else ERROR_TYPES.get(status, "server_error")   # as OpenAI's quota
+    return {"error": {"message": message, "type": kind, "param": param,
                       "code": code, **extra}}
 
 
