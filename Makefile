@@ -30,6 +30,9 @@ system-deps:
 	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
 	  else echo "optional: sudo apt-get install dataset-fashion-mnist"; fi; fi
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq redis-server postgresql) >/dev/null; \
+	  else echo "optional (scale-out tests): sudo apt-get install redis-server postgresql"; fi; fi
 
 # Build the dataset cache (emoji, icons, Fashion-MNIST) from the installed packages.
 data: setup
