@@ -111,10 +111,10 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
         finally:
             procs.stop()
 
-    from conjure.service.routes import files, jobs, openai, ops
+    from conjure.service.routes import files, jobs, openai, ops, web
     app = FastAPI(title="conjure", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted generation service: a native jobs API and an OpenAI-compatible one.")
-    for module in (jobs, files, openai, ops):
+    for module in (jobs, files, openai, ops, web):
         app.include_router(module.router)
     _install_handlers(app)
     return app

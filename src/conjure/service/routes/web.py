@@ -1,0 +1,41 @@
+"""The studio page: static HTML, CSS and JS from `service/web/` (no build step, nothing fetched from
+elsewhere), plus the few server facts the page cannot read from the API (default model, choices, limits)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from conjure.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
+from conjure.pipelines.request import MAX_GUIDANCE, MAX_N, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+from conjure.service.core import ServiceError
+from conjure.service.deps import Context
+from conjure.service.schemas import MAX_SIZE
+
+router = APIRouter(include_in_schema=False)
+WEB = files("conjure.service") / "web"
+ASSETS = {"studio.css": "text/css", "studio.js": "text/javascript", "favicon.svg": "image/svg+xml"}
+NO_STORE = {"Cache-Control": "no-cache"}
+
+
+@router.get("/")
+def studio() -> FileResponse:
+    return FileResponse(str(WEB / "index.html"), media_type="text/html", headers=NO_STORE)
+
+
+@router.get("/studio/config.json")
+def studio_config(ctx: Context) -> dict:
+    """Defaults and limits for the form (the API's schemas enforce the same limits)."""
+    return {"default_model": ctx.settings.default_model, "require_auth": ctx.settings.require_auth,
+            "schedulers": list(SAMPLERS), "default_scheduler": DEFAULT_SAMPLER,
+            "limits": {"prompt_chars": MAX_PROMPT_CHARS, "n": MAX_N, "steps": MAX_STEPS,
+                       "guidance": MAX_GUIDANCE, "seed": MAX_SEED - MAX_N, "size": MAX_SIZE}}
+
+
+@router.get("/studio/{name}")
+def asset(name: str) -> FileResponse:
+    if name not in ASSETS:   # a fixed list: no path from the request ever reaches the file system
+        raise ServiceError(404, f"no studio file '{name}'")
+    return FileResponse(str(WEB / name), media_type=ASSETS[name], headers=NO_STORE)

@@ -1,0 +1,596 @@
+// conjure studio: a prompt form over the native jobs API, live progress from its Server-Sent Events, and
+// a gallery of the user's jobs. Plain DOM, no framework, no build step, nothing fetched from elsewhere.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = {
+  config: null,
+  models: [],
+  jobs: new Map(),         // id -> {job, el}
+  streams: new Map(),      // id -> AbortController of its event stream
+  editFiles: new Map(),    // id -> {init_image, mask} Files of edit jobs made in this tab (for re-run)
+  offset: 0,
+  total: 0,
+};
+const PAGE = 12;
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "refused"]);
+const REFUSING = new Set(["block", "refuse"]);
+const SPEC_FIELDS = ["prompt", "negative_prompt", "n", "seed", "steps", "guidance", "scheduler", "size", "model",
+                     "strength", "precision", "timeout_s"];
+
+// ---- small helpers -------------------------------------------------------------------------------------
+
+/** h("div", {class: "x", onclick: f}, child, "text") -> element; text is always set as text, never HTML. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function authHeaders() {
+  const key = localStorage.getItem("conjure.key");
+  return key ? {Authorization: `Bearer ${key}`} : {};
+}
+
+/** The API's error body as one readable line per problem ("n: Input should be ..."). */
+function errorText(status, body) {
+  const d = body && (body.detail ?? body.error?.message);
+  if (Array.isArray(d)) {
+    return d.map((e) => `${(e.loc || []).filter((p) => p !== "body").join(".") || "request"}: ${e.msg}`).join("\n");
+  }
+  return d ? String(d) : `the server answered ${status}`;
+}
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, {...opts, headers: {...authHeaders(), ...(opts.headers || {})}});
+  if (r.status === 204) return null;
+  const body = await r.json().catch(() => null);
+  if (!r.ok) {
+    const err = new Error(errorText(r.status, body));
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function shieldIcon() {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(SVG_NS, "path");
+  path.setAttribute("d", "M12 2.5 4 5.5v6c0 5 3.4 8.9 8 10 4.6-1.1 8-5 8-10v-6l-8-3zm-1 5h2v6h-2v-6zm0 8h2v2h-2v-2z");
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  return svg;
+}
+
+function announce(text) {
+  $("#announce").textContent = text;
+}
+
+const randomSeed = () => Math.floor(Math.random() * 2 ** 31);
+
+function ago(epochS) {
+  const s = Math.max(0, Date.now() / 1000 - epochS);
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(epochS * 1000).toLocaleDateString();
+}
+
+// ---- server facts: config, models, readiness -----------------------------------------------------------
+
+async function loadConfig() {
+  state.config = await api("/studio/config.json");
+  const {limits, schedulers} = state.config;
+  $("#prompt").maxLength = limits.prompt_chars;
+  $("#negative_prompt").maxLength = limits.prompt_chars;
+  $("#n").max = limits.n;
+  $("#steps").max = limits.steps;
+  $("#guidance").max = limits.guidance;
+  $("#seed").max = limits.seed;
+  for (const name of schedulers) $("#scheduler").append(h("option", {value: name}, name));
+  $("#key-box").hidden = !state.config.require_auth;
+  $("#api-key").value = localStorage.getItem("conjure.key") || "";
+}
+
+async function loadModels() {
+  const sel = $("#model");
+  try {
+    state.models = (await api("/v1/models")).data;
+  } catch (e) {
+    state.models = [{id: state.config.default_model, sizes: null}];
+  }
+  sel.replaceChildren(...state.models.map((m) =>
+    h("option", {value: m.id}, m.id === state.config.default_model ? `${m.id} (default)` : m.id)));
+  sel.value = state.config.default_model;
+  updateSizes();
+}
+
+function updateSizes() {
+  const model = state.models.find((m) => m.id === $("#model").value);
+  const sizes = model?.sizes || [256, 512, 768, 1024];
+  const sel = $("#size");
+  const keep = sel.value;
+  sel.replaceChildren(h("option", {value: ""}, "Model default"),
+                      ...sizes.map((s) => h("option", {value: String(s)}, `${s} × ${s}`)));
+  if (sizes.map(String).includes(keep)) sel.value = keep;
+}
+
+async function pollReady() {
+  const chip = $("#server-status");
+  let wait = 4000;
+  try {
+    const r = await fetch("/readyz");
+    const body = await r.json();
+    if (r.ok) {
+      chip.className = "chip ok";
+      chip.textContent = `ready · ${body.workers} worker${body.workers === 1 ? "" : "s"}`;
+      wait = 30000;
+    } else {
+      chip.className = "chip warn";
+      chip.textContent = body.status === "starting" ? "warming up the model…" : "job store unavailable";
+      chip.title = body.reason || "";
+    }
+  } catch (e) {
+    chip.className = "chip bad";
+    chip.textContent = "server unreachable";
+  }
+  setTimeout(pollReady, wait);
+}
+
+// ---- the form ------------------------------------------------------------------------------------------
+
+/** The form as API parameters: empty fields are left out so the model's defaults apply. */
+function formParams() {
+  const f = $("#create");
+  const p = {prompt: f.prompt.value.trim(), negative_prompt: f.negative_prompt.value.trim()};
+  const num = (name, parse = Number) => {
+    const v = f[name].value.trim();
+    if (v !== "") p[name] = parse(v);
+  };
+  num("n", (v) => parseInt(v, 10));
+  if (f.seed.value.trim() === "") f.seed.value = randomSeed();   // shown, so the image can be made again
+  num("seed", (v) => parseInt(v, 10));
+  num("steps", (v) => parseInt(v, 10));
+  num("guidance");
+  num("size", (v) => parseInt(v, 10));
+  num("timeout_s");
+  num("priority", (v) => parseInt(v, 10));
+  if (f.scheduler.value) p.scheduler = f.scheduler.value;
+  if (f.model.value) p.model = f.model.value;
+  p.precision = f.precision.value;
+  return p;
+}
+
+function editFiles() {
+  const init = $("#init_image").files[0];
+  const mask = $("#mask").files[0];
+  return init ? {init_image: init, mask: mask || null} : null;
+}
+
+/** POST a job: JSON to /v1/jobs, or multipart to /v1/jobs/edit when there is an init image. */
+async function createJob(params, files) {
+  if (!files) return api("/v1/jobs", {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify(params)});
+  const form = new FormData();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") form.append(k, v);
+  form.append("init_image", files.init_image);
+  if (files.mask) form.append("mask", files.mask);
+  return api("/v1/jobs/edit", {method: "POST", body: form});
+}
+
+function showFormError(message) {
+  const box = $("#form-error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+async function submitForm(ev) {
+  ev?.preventDefault();
+  showFormError("");
+  const f = $("#create");
+  if (!f.prompt.value.trim()) {
+    showFormError("Write a prompt first: what should the image show?");
+    f.prompt.focus();
+    return;
+  }
+  const files = editFiles();
+  const params = formParams();
+  if (files) params.strength = Number(f.strength.value);
+  if (!files && $("#mask").files[0]) {
+    showFormError("A mask needs an init image to repaint: choose an init image too.");
+    return;
+  }
+  const button = $("#generate");
+  button.disabled = true;
+  button.textContent = "Submitting…";
+  try {
+    const job = await submitJob(params, files);
+    f.seed.value = "";                     // the next click gets a new seed; this one stays on the card
+  } catch (e) {
+    showFormError(e.message);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Generate";
+  }
+}
+
+async function submitJob(params, files) {
+  const job = await createJob(params, files);
+  if (files) state.editFiles.set(job.id, files);
+  state.total += 1;
+  upsertJob(job, {prepend: true, isNew: true});
+  if (!TERMINAL.has(job.status)) {
+    announce(`Job queued: ${job.spec.prompt}`);
+    follow(job.id);
+  } else announceEnd(job);
+  return job;
+}
+
+function previewFile(input, label) {
+  const box = $("#edit-previews");
+  box.querySelector(`[data-for=${input.id}]`)?.remove();
+  const file = input.files[0];
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  box.append(h("figure", {"data-for": input.id}, h("img", {src: url, alt: `${label}: ${file.name}`}), label));
+}
+
+/** Put a job's parameters back into the form (for the user to change and generate again). */
+function fillForm(spec) {
+  const f = $("#create");
+  f.prompt.value = spec.prompt || "";
+  f.negative_prompt.value = spec.negative_prompt || "";
+  f.n.value = spec.n ?? 1;
+  f.seed.value = spec.seed ?? "";
+  f.steps.value = spec.steps ?? "";
+  f.guidance.value = spec.guidance ?? "";
+  f.scheduler.value = spec.scheduler || "";
+  if (state.models.some((m) => m.id === spec.model)) f.model.value = spec.model;
+  updateSizes();
+  f.size.value = spec.size ? String(spec.size) : "";
+  f.precision.value = spec.precision || "fp32";
+  f.timeout_s.value = spec.timeout_s ?? "";
+  f.strength.value = spec.strength ?? 0.75;
+  $("#strength-out").value = f.strength.value;
+  updateCount();
+  f.prompt.focus();
+}
+
+function updateCount() {
+  const max = $("#prompt").maxLength;
+  $("#prompt-count").textContent = `${$("#prompt").value.length} / ${max}`;
+}
+
+// ---- job actions ---------------------------------------------------------------------------------------
+
+function specParams(spec, overrides = {}) {
+  const p = {};
+  for (const k of SPEC_FIELDS) if (spec[k] !== null && spec[k] !== undefined) p[k] = spec[k];
+  return {...p, ...overrides};
+}
+
+async function again(job, overrides, what) {
+  const spec = job.spec;
+  const isEdit = Boolean(spec.init_image);
+  const files = isEdit ? state.editFiles.get(job.id) : null;
+  if (isEdit && !files) {
+    fillForm({...spec, ...overrides});
+    $("#edit-group").open = true;
+    showFormError(`This ${what} edits an image that the page no longer holds: choose the init image (and mask) ` +
+                  "again, then press Generate.");
+    return;
+  }
+  const params = specParams(spec, overrides);
+  if (!isEdit) delete params.strength;
+  try {
+    await submitJob(params, files);
+  } catch (e) {
+    showFormError(e.message);
+  }
+}
+
+async function cancelJob(job) {
+  try {
+    await api(`/v1/jobs/${job.id}/cancel`, {method: "POST"});
+  } catch (e) {
+    showFormError(e.message);
+  }
+}
+
+async function deleteJob(job) {
+  try {
+    await api(`/v1/jobs/${job.id}`, {method: "DELETE"});
+  } catch (e) {
+    if (e.status !== 404) return showFormError(e.message);
+  }
+  state.streams.get(job.id)?.abort();
+  state.jobs.get(job.id)?.el.remove();
+  state.jobs.delete(job.id);
+  state.total = Math.max(0, state.total - 1);
+  updateCounts();
+}
+
+function announceEnd(job) {
+  const refusal = refusalOf(job);
+  if (job.status === "succeeded") announce(`Done: ${job.outputs.length} image${job.outputs.length === 1 ? "" : "s"} of ${job.spec.prompt}`);
+  else if (job.status === "refused" && refusal) announce(`Refused by the content policy: ${refusal.category}, ${refusal.reason}`);
+  else announce(`The job ${job.status}: ${job.error || job.spec.prompt}`);
+}
+
+// ---- rendering -----------------------------------------------------------------------------------------
+
+function refusalOf(job) {
+  return (job.verdicts || []).find((v) => REFUSING.has(v.action)) || null;
+}
+
+function verdictPanel(v, title) {
+  return h("div", {class: "verdict", role: "group", "aria-label": title},
+    h("div", {class: "shield"}, shieldIcon()),
+    h("h3", {}, title),
+    h("dl", {},
+      h("dt", {}, "Category"), h("dd", {class: "v-category"}, v.category || "—"),
+      h("dt", {}, "Check"), h("dd", {class: "v-check"}, v.check || "—"),
+      h("dt", {}, "Reason"), h("dd", {class: "v-reason"}, v.reason || "—"),
+      v.stage ? [h("dt", {}, "Stage"), h("dd", {}, v.stage)] : null,
+      v.policy_version ? [h("dt", {}, "Policy"), h("dd", {}, v.policy_version)] : null));
+}
+
+function paramList(job) {
+  const s = job.spec;
+  const rows = [
+    ["Model", s.model], ["Size", s.size ? `${s.size} px` : "model default"], ["Images", s.n], ["Seed", s.seed],
+    ["Steps", s.steps ?? "model default"], ["Guidance", s.guidance ?? "model default"],
+    ["Scheduler", s.scheduler ?? "model default"], ["Precision", s.precision],
+    s.init_image ? ["Strength", s.strength] : null, s.init_image ? ["Mask", s.mask ? "yes" : "no"] : null,
+    ["Compute", `${job.compute_s.toFixed(2)} s`], ["Attempts", job.attempts], ["Job", job.id],
+  ].filter(Boolean);
+  return h("dl", {class: "params"},
+    rows.map(([k, v]) => h("div", {class: k === "Job" ? "wide" : null},
+      h("dt", {}, k), h("dd", {class: k === "Job" ? "mono" : null}, String(v)))));
+}
+
+function verdictTable(job) {
+  const vs = job.verdicts || [];
+  let image = 0;
+  return h("table", {class: "verdicts"},
+    h("thead", {}, h("tr", {}, ["Stage", "Action", "Category", "Check", "Reason"].map((t) => h("th", {scope: "col"}, t)))),
+    h("tbody", {}, vs.map((v) => h("tr", {},
+      h("td", {}, v.stage === "image" ? `image ${++image}` : v.stage || "—"),
+      h("td", {class: `act ${v.action}`}, v.action),
+      h("td", {}, v.category || "—"),
+      h("td", {}, v.check || "—"),
+      h("td", {}, v.reason || "—")))));
+}
+
+function safetySummary(job) {
+  const vs = job.verdicts || [];
+  if (!vs.length) return "no verdicts yet";
+  const counts = {};
+  for (const v of vs) counts[v.action] = (counts[v.action] || 0) + 1;
+  return Object.entries(counts).map(([a, n]) => `${n} ${a}`).join(" · ");
+}
+
+function imageGrid(job) {
+  return h("div", {class: "images"}, job.outputs.map((o, i) => {
+    const name = `conjure-${job.id.slice(0, 8)}-seed${o.seed}.png`;
+    const alt = `Image ${i + 1} of “${job.spec.prompt}”, seed ${o.seed}`;
+    return h("figure", {class: "out", "data-seed": o.seed},
+      h("a", {class: "open", href: o.url, target: "_blank", rel: "noopener", "aria-label": `Open image ${i + 1} full size`},
+        h("img", {src: o.url, alt, width: o.width, height: o.height, loading: "lazy"})),
+      h("figcaption", {},
+        h("span", {class: "seed", title: `${o.width} × ${o.height} px`}, `seed ${o.seed}`),
+        h("a", {href: o.url, download: name, class: "download", "aria-label": `Download image ${i + 1} (seed ${o.seed})`},
+          "Download")));
+  }));
+}
+
+function liveBlock(job, preview) {
+  const {step, total} = job.progress;
+  const label = job.status === "queued" ? "Waiting in the queue…" : total ? `Step ${step} of ${total}` : "Starting…";
+  return h("div", {class: "live"},
+    preview ? h("img", {class: "preview", src: preview, alt: `Preview at step ${step}`})
+            : h("div", {class: "preview", role: "img", "aria-label": "No preview yet"}),
+    h("div", {class: "bar"},
+      h("progress", {max: total || 1, value: total ? step : 0, "aria-label": "Progress"}),
+      h("div", {class: "step"}, label)));
+}
+
+function renderJob(job, live = {}) {
+  const s = job.spec;
+  const refusal = refusalOf(job);
+  const running = !TERMINAL.has(job.status);
+  const withheld = (job.verdicts || []).filter((v) => v.stage === "image" && REFUSING.has(v.action));
+  const btn = (text, onclick, cls = "ghost") => h("button", {type: "button", class: cls, onclick}, text);
+  const refused = job.status === "refused";   // the same prompt would be refused again: edit it instead
+  const actions = h("div", {class: "job-actions"},
+    running ? btn("Cancel", () => cancelJob(job), "ghost danger") : null,
+    refused ? null : btn("Re-run", () => again(job, {}, "job")),
+    refused ? null : btn("Variations", () => again(job, {seed: randomSeed()}, "job")),
+    btn(refused ? "Edit prompt" : "Edit settings", () => fillForm(s)),
+    running ? null : btn("Delete", () => deleteJob(job), "ghost danger"));
+  let body;
+  if (running) body = liveBlock(job, live.preview);
+  else if (job.status === "refused" && refusal) {
+    body = verdictPanel(refusal, refusal.stage === "image" ? "An output was withheld by the content policy"
+                                                           : "Refused by the content policy");
+  } else if (job.status === "succeeded") {
+    body = [imageGrid(job), withheld.map((v) => verdictPanel(v, "One image was withheld by the content policy"))];
+  } else body = h("div", {class: "error-box"}, job.error || `The job was ${job.status}.`);
+  return h("li", {class: `job ${job.status}${live.isNew ? " is-new" : ""}`, id: `job-${job.id}`,
+                  "data-status": job.status, "aria-label": `${job.status} job: ${s.prompt}`},
+    h("div", {class: "job-head"},
+      h("span", {class: `badge ${job.status}`}, job.status),
+      h("span", {class: "job-meta"}, `${s.model} · ${s.size ? s.size + " px" : "default size"} · `,
+        h("time", {datetime: new Date(job.created_at * 1000).toISOString()}, ago(job.created_at)),
+        s.init_image ? " · edit" : ""),
+      actions),
+    h("p", {class: "prompt"}, s.prompt),
+    s.negative_prompt ? h("p", {class: "neg"}, h("b", {}, "Not: "), s.negative_prompt) : null,
+    body,
+    h("div", {class: "details-row"},
+      h("details", {class: "meta params-box"}, h("summary", {}, "Parameters"), paramList(job)),
+      h("details", {class: "meta safety-box"},
+        h("summary", {}, "Safety: ", h("span", {class: "safety-chip"}, safetySummary(job))), verdictTable(job))));
+}
+
+function upsertJob(job, {prepend = false, isNew = false, preview = null} = {}) {
+  const old = state.jobs.get(job.id);
+  // keep open <details> open across re-renders
+  const open = old ? [...old.el.querySelectorAll("details")].map((d) => d.open) : [];
+  const el = renderJob(job, {preview: preview ?? old?.preview, isNew: isNew || old?.el.classList.contains("is-new")});
+  el.querySelectorAll("details").forEach((d, i) => { if (open[i]) d.open = true; });
+  if (old) old.el.replaceWith(el);
+  else if (prepend) $("#jobs").prepend(el);
+  else $("#jobs").append(el);
+  state.jobs.set(job.id, {job, el, preview: preview ?? old?.preview});
+  updateCounts();
+}
+
+function updateCounts() {
+  $("#jobs-total").textContent = state.total ? `(${state.total})` : "";
+  $("#empty").hidden = state.jobs.size > 0;
+  $("#more").hidden = state.offset >= state.total || state.jobs.size >= state.total;
+}
+
+// ---- progress: the job's Server-Sent Events, read with fetch so that an API key can be sent -----------
+
+async function follow(id, tries = 0) {
+  if (state.streams.has(id)) return;
+  const ctrl = new AbortController();
+  state.streams.set(id, ctrl);
+  let finished = false;
+  try {
+    const r = await fetch(`/v1/jobs/${id}/events`, {headers: authHeaders(), signal: ctrl.signal});
+    if (!r.ok) throw new Error(`events: ${r.status}`);
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buf += value.replace(/\r\n/g, "\n");
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        finished = onEvent(id, buf.slice(0, cut)) || finished;
+        buf = buf.slice(cut + 2);
+      }
+    }
+  } catch (e) {
+    if (ctrl.signal.aborted) return;
+  } finally {
+    state.streams.delete(id);
+  }
+  if (!finished && state.jobs.has(id) && tries < 5) {   // the stream broke: read the job, follow again
+    setTimeout(async () => {
+      try {
+        const job = await api(`/v1/jobs/${id}`);
+        upsertJob(job);
+        if (!TERMINAL.has(job.status)) follow(id, tries + 1);
+      } catch (e) { /* deleted meanwhile */ }
+    }, 1000 * (tries + 1));
+  }
+}
+
+/** One SSE message; returns true when the job is over. */
+function onEvent(id, chunk) {
+  let event = "message", data = "";
+  for (const line of chunk.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data += line.slice(5).trim();
+  }
+  const payload = data ? JSON.parse(data) : {};
+  const entry = state.jobs.get(id);
+  if (event === "progress" && entry) {
+    const job = {...entry.job, status: payload.status, progress: {step: payload.step, total: payload.total}};
+    if (TERMINAL.has(job.status)) return false;
+    const live = entry.el.querySelector(".live");
+    if (job.status === entry.job.status && live) {   // only the progress block changes: focus stays put
+      const preview = payload.preview || entry.preview;
+      live.replaceWith(liveBlock(job, preview));
+      Object.assign(entry, {job, preview});
+    } else upsertJob(job, {preview: payload.preview || null});
+  } else if (event === "done") {
+    upsertJob(payload);
+    announceEnd(payload);
+    return true;
+  } else if (event === "error") {
+    entry?.el.remove();
+    state.jobs.delete(id);
+    return true;
+  }
+  return false;
+}
+
+// ---- the gallery ---------------------------------------------------------------------------------------
+
+async function loadJobs(reset = true) {
+  if (reset) {
+    for (const c of state.streams.values()) c.abort();
+    state.streams.clear();
+    state.jobs.clear();
+    $("#jobs").replaceChildren();
+    state.offset = 0;
+  }
+  try {
+    const page = await api(`/v1/jobs?limit=${PAGE}&offset=${state.offset}`);
+    state.total = page.total;
+    state.offset += page.count;
+    for (const job of page.data) {
+      upsertJob(job);
+      if (!TERMINAL.has(job.status)) follow(job.id);
+    }
+  } catch (e) {
+    showFormError(e.status === 401 ? "This server needs an API key: paste one in the box at the top."
+                                   : `Could not list your jobs: ${e.message}`);
+  }
+  updateCounts();
+}
+
+// ---- start ---------------------------------------------------------------------------------------------
+
+async function start() {
+  const f = $("#create");
+  f.addEventListener("submit", submitForm);
+  f.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submitForm(e);
+  });
+  $("#prompt").addEventListener("input", updateCount);
+  $("#model").addEventListener("change", updateSizes);
+  $("#seed-random").addEventListener("click", () => { f.seed.value = randomSeed(); });
+  $("#strength").addEventListener("input", (e) => { $("#strength-out").value = Number(e.target.value).toFixed(2); });
+  $("#init_image").addEventListener("change", (e) => { previewFile(e.target, "init image"); if (e.target.files[0]) f.strength.focus(); });
+  $("#mask").addEventListener("change", (e) => previewFile(e.target, "mask"));
+  $("#edit-clear").addEventListener("click", () => {
+    $("#init_image").value = "";
+    $("#mask").value = "";
+    $("#edit-previews").replaceChildren();
+  });
+  $("#refresh").addEventListener("click", () => loadJobs(true));
+  $("#more").addEventListener("click", () => loadJobs(false));
+  $("#api-key").addEventListener("change", (e) => {
+    const key = e.target.value.trim();
+    if (key) localStorage.setItem("conjure.key", key);
+    else localStorage.removeItem("conjure.key");
+    showFormError("");
+    loadModels().then(() => loadJobs(true));
+  });
+  await loadConfig();
+  updateCount();
+  pollReady();
+  await loadModels();
+  await loadJobs(true);
+  document.body.dataset.ready = "true";   // for tests and for the curious: the page has loaded its data
+}
+
+start().catch((e) => showFormError(`The studio could not start: ${e.message}`));
