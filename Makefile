@@ -18,6 +18,9 @@ $(STAMP): requirements.txt pyproject.toml
 	# invisible-watermark declares opencv-python, which would clash with opencv-python-headless: its real
 	# needs (numpy, Pillow, PyWavelets, opencv) are pinned in requirements.txt
 	$(BIN)/python -m pip install -q --no-deps invisible-watermark==0.2.0
+	# OCR for image screening (policy image.ocr): rapidocr-onnxruntime declares opencv-python too; its other
+	# needs (onnxruntime, opencv-python-headless, numpy, Pillow, PyYAML, tqdm) are pinned in requirements.txt
+	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4 pyclipper==1.4.0 shapely==2.2.0 six==1.17.0
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from conjure.safety import screen_image
 from conjure.safety import image as image_mod
@@ -69,6 +69,17 @@ def test_ocr_text_is_screened(policy, encoder):
     v, out = screen_image(im, policy=policy, ocr=True, encoder=encoder)
     assert v.details["ocr"]["run"] and "POWER" in v.details["ocr"]["text"].upper()
     assert v.check == "ocr" and v.blocked and out is None
+
+
+@pytest.mark.skipif(not image_mod.ocr_available(), reason="rapidocr-onnxruntime is not installed")
+def test_ocr_reads_text_drawn_with_pil(policy, encoder):
+    """OCR reads text drawn with PIL's own font, and screen_image records what it read.
+    Spaces are compared away: the packaged (Chinese PP-OCRv4) recogniser runs Latin words together."""
+    im = Image.new("RGB", (320, 128), "white")
+    ImageDraw.Draw(im).text((16, 40), "OPEN DAILY 9 TO 5", fill="black", font=ImageFont.load_default(size=28))
+    assert "OPENDAILY9TO5" in image_mod.read_text(im).upper().replace(" ", "")
+    v, _ = screen_image(im, policy=policy, ocr=True, encoder=encoder)
+    assert v.details["ocr"]["run"] and "OPENDAILY" in v.details["ocr"]["text"].upper().replace(" ", "")
 
 
 def test_fast_enough(policy):
