@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     c2pa_cert: Optional[Path] = None                # PEM chain (signer first); unset = the dev CA under home/keys
     c2pa_key: Optional[Path] = None                 # PEM private key of c2pa_cert
     c2pa_trust_anchors: Optional[Path] = None       # PEM bundle of roots that make a manifest "trusted"
+    # safety
+    policy: Optional[Path] = None                   # content policy YAML; unset = the packaged default policy
     # service (conjure serve / worker)
     env: str = "development"                        # "production" refuses to start without a real secret
     secret: str = ""                                # HMAC key for signed URLs; "" = a development-only key

@@ -42,6 +42,26 @@ def test_override_by_setting(tmp_path, monkeypatch, encoder):
     assert load_policy().version == "2026.1"
 
 
+def test_policy_setting_names_the_file(tmp_path, monkeypatch):
+    """The `policy` setting (CONJURE_POLICY) is a path; load_policy uses it when no path is given."""
+    from conjure.config import Settings
+    import conjure.config
+    data = _default()
+    data["version"] = "test-setting"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("CONJURE_POLICY", str(path))
+    assert Settings().policy == path
+    monkeypatch.delenv("CONJURE_POLICY")
+    assert Settings().policy is None
+    monkeypatch.setattr(conjure.config, "get_settings", lambda: Settings(policy=path))
+    assert load_policy().version == "test-setting"
+    assert load_policy(DEFAULT_POLICY_PATH).version == "2026.1"      # an explicit path wins
+    monkeypatch.setattr(conjure.config, "get_settings", lambda: Settings(policy=tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="missing.yaml"):
+        load_policy()
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.pop("version"), "version"),
     (lambda d: d["categories"]["hate"].update(action="shout"), "categories.hate.action"),

@@ -1,4 +1,5 @@
-"""The content policy: a versioned YAML file (a default ships in the package; CONJURE_POLICY overrides it).
+"""The content policy: a versioned YAML file (a default ships in the package; the `policy` setting,
+environment variable CONJURE_POLICY, overrides it).
 
 A policy names the prohibited categories with a classifier threshold and an action each, the
 safety negative prompt, and the image checks' thresholds. Loading validates every field, so a
@@ -140,8 +141,13 @@ def _load(path: str, mtime: float) -> Policy:
 
 
 def load_policy(path: str | os.PathLike | None = None) -> Policy:
-    """The policy at `path`, else the file named by CONJURE_POLICY, else the packaged default (cached)."""
-    chosen = path or os.environ.get(POLICY_ENV) or DEFAULT_POLICY_PATH
+    """The policy at `path`, else the `policy` setting, else the packaged default (cached per file).
+
+    CONJURE_POLICY is read again on each call, so that setting it after the settings were first
+    read still takes effect.
+    """
+    from conjure.config import get_settings
+    chosen = path or os.environ.get(POLICY_ENV) or get_settings().policy or DEFAULT_POLICY_PATH
     p = Path(chosen)
     if not p.is_file():
         raise ValueError(f"policy file {p} does not exist (set {POLICY_ENV} to a YAML policy file)")
