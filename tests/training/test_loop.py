@@ -132,3 +132,8 @@ def test_init_from_warm_starts_a_new_run(tiny_data, tiny_vae_dir, tmp_path):
           tmp_path / "cache", init_from=model)
     state = torch.load(second / "checkpoint" / "state.pt", weights_only=True)
     assert int(state["images_seen"]) == 64 and int(state["step"]) == 4   # counted on from the first run's 32
+    # finishing the warm-started run into the same folder records both sittings on the card
+    model = finish_model(second, model, val_limit=4)
+    sittings = json.loads((model / "metrics.json").read_text())["sittings"]
+    assert [(s["images_from"], s["images_to"]) for s in sittings] == [(0, 32), (32, 64)]
+    assert "| 2 | 32 -> 64 |" in (model / "README.md").read_text()

@@ -28,6 +28,7 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
     images_seen = int(state["images_seen"])
     vae_metrics_src = out / "vae-metrics.json"
     vae_metrics = json.loads(vae_metrics_src.read_text()) if vae_metrics_src.is_file() else {}
+    sittings = _sittings(out, log, images_seen)
     # 1. copy the inference weights (EMA U-Net + VAE + schedule)
     tmp = out.with_name(out.name + ".new")
     if tmp.exists():
@@ -41,7 +42,8 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
     # 2. measure: held-out diffusion loss and the fixed-prompt sample grid
     c = load_components(tmp)
     val = validation_loss(c, recipe["sources"], "validation", limit=val_limit)
-    (tmp / "metrics.json").write_text(json.dumps({"images_seen": images_seen, "validation": val}, indent=1))
+    (tmp / "metrics.json").write_text(json.dumps({"images_seen": images_seen, "validation": val,
+                                                  "sittings": sittings}, indent=1))
     prompts = read_prompts(recipe["sample_prompts"])
     write_sample_grid(tmp / "samples.png", tmp, prompts)
     # 3. the model card
@@ -50,8 +52,7 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
         meta = json.loads((source_dir(s) / "meta.json").read_text())
         counts[s] = (meta["licence"], meta["package"], meta["splits"]["train"])
     train_loss = sum(r["loss"] for r in log[-50:]) / max(len(log[-50:]), 1)
-    wall_s = max(r["elapsed_s"] for r in log) if log else 0.0
-    (tmp / "README.md").write_text(card_text(recipe, counts, images_seen, wall_s, train_loss, val, vae_metrics,
+    (tmp / "README.md").write_text(card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metrics,
                                              model_hash(tmp), prompts))
     if out.exists():
         shutil.rmtree(out)
@@ -59,7 +60,30 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
     return out
 
 
-def card_text(recipe, counts, images_seen, wall_s, train_loss, val, vae_metrics, mhash, prompts) -> str:
+def _sittings(out: Path, log: list[dict], images_seen: int) -> list[dict]:
+    """Training history across sittings: the model folder's earlier sittings (a run warm-started with
+    --init-from continues them) and this run's, with its wall time and images."""
+    old = out / "metrics.json"
+    previous = json.loads(old.read_text()) if old.is_file() else {}
+    sittings = list(previous.get("sittings", []))
+    start = int(previous.get("images_seen", 0)) if sittings or previous else 0
+    if previous and not sittings:     # a folder from before sittings were recorded: one sitting up to its count
+        sittings.append({"images_from": 0, "images_to": start, "wall_s": None, "machine": "unrecorded"})
+    if log and log[0]["images_seen"] - 20 * 128 > start:   # this run did not continue the folder's count
+        start = 0
+        sittings = []
+    wall_s = max(r["elapsed_s"] for r in log) if log else 0.0
+    sittings.append({"images_from": start, "images_to": images_seen, "wall_s": round(wall_s, 1),
+                     "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads"})
+    return sittings
+
+
+def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metrics, mhash, prompts) -> str:
+    wall_s = sum(s["wall_s"] or 0.0 for s in sittings)
+    sitting_rows = "\n".join(
+        f"| {i + 1} | {s['images_from']:,} -> {s['images_to']:,} | "
+        f"{'%.2f h' % (s['wall_s'] / 3600) if s['wall_s'] is not None else 'not recorded'} | {s['machine']} |"
+        for i, s in enumerate(sittings))
     vae_line = (f"VAE: {vae_metrics['images_seen']:,} images seen in {vae_metrics['wall_s'] / 60:.1f} minutes; "
                 f"validation L1 {vae_metrics['val_l1']:.4f} (pixels in [-1, 1])." if vae_metrics
                 else "VAE: no training metrics recorded.")
@@ -90,7 +114,13 @@ sources is one group, an icon name across sets is one group). Captions come from
 - Recipe: `recipes/{recipe['name']}.yaml` (VAE: `recipes/{recipe['name']}-vae.yaml`); reproduce with `make model`.
 - Images seen: **{images_seen:,}** of the recipe's budget of {recipe['images']:,} (batch {recipe['batch']},
   AdamW lr {recipe['lr']}).
-- Compute: {wall_s / 3600:.2f} hours on {platform.machine()} CPU, 2 cores, bf16 autocast (no GPU).
+- Compute: {wall_s / 3600:.2f} hours recorded in all, bf16 autocast, no GPU, in these sittings (each a
+  warm start from the previous weights with `conjure train RECIPE --init-from models/{recipe['name']}`):
+
+| sitting | images seen | wall time | machine |
+|---|---|---|---|
+{sitting_rows}
+
 - {vae_line}
 
 ## Measured
