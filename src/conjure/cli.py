@@ -19,6 +19,8 @@ audit_app = typer.Typer(help="Check and maintain the tamper-evident audit log.",
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+safety_app = typer.Typer(help="Screen prompts under the content policy.", no_args_is_help=True)
+app.add_typer(safety_app, name="safety")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -398,6 +400,33 @@ def keys_revoke(
         fail(str(e))
     for prefix, owner in done:
         typer.echo(f"revoked {prefix}... of {owner}")
+
+
+@safety_app.command("screen")
+def safety_screen(
+    prompt: Annotated[str, typer.Argument(help="The prompt to screen.")],
+    negative: Annotated[str, typer.Option(help="Negative prompt (the verdict shows it with the safety "
+                                               "negative prompt appended).")] = "",
+    policy: Annotated[Optional[Path], typer.Option(help="Policy YAML file (default: the policy setting, "
+                                                        "CONJURE_POLICY, else the packaged policy).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+) -> None:
+    """Screen a prompt as generation would, and print the verdict: exit 0 when the prompt is allowed
+    (flagged or blurred included), 3 when the policy refuses it."""
+    from conjure.safety import load_policy, screen_prompt
+    try:
+        verdict = screen_prompt(prompt, negative_prompt=negative, policy=load_policy(policy))
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(verdict.to_json())
+    else:
+        what = (f"{verdict.category} (score {verdict.score:.2f}, {verdict.check}): {verdict.reason}"
+                if verdict.category else verdict.reason)
+        typer.echo(f"{'allowed' if verdict.allowed else 'refused'}: {verdict.action}, {what} "
+                   f"[policy {verdict.policy_version}]")
+    if not verdict.allowed:
+        raise typer.Exit(3)
 
 
 def main() -> None:
