@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := data/npm/node_modules/.installed
 export CONJURE_HOME ?= $(CURDIR)/.cache/conjure
 
-.PHONY: run test setup data model bench clean-cache
+.PHONY: run demo test setup system-deps data model bench clean-cache
 
 setup: $(STAMP) $(NPM_STAMP) system-deps
 
@@ -36,13 +36,21 @@ system-deps:
 	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq redis-server postgresql) >/dev/null; \
 	  else echo "optional (scale-out tests): sudo apt-get install redis-server postgresql"; fi; fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "optional (studio browser tests): sudo apt-get install chromium"; fi; fi
 
 # Build the dataset cache (emoji, icons, Fashion-MNIST) from the installed packages.
 data: setup
 	$(BIN)/conjure data build
 
-# The main job: generate with the built-in model (the HTTP service and studio arrive with `conjure serve`).
+# The main job: the service with its studio page on conjure-tiny (embedded job store, queue, worker, storage).
 run: setup
+	@echo "conjure: starting the studio and API at http://127.0.0.1:8000/ (API docs at /docs; Ctrl+C stops)"
+	$(BIN)/conjure serve --host 127.0.0.1 --port 8000
+
+# Generate a few images from the command line with the built-in model, into out/.
+demo: setup
 	$(BIN)/conjure generate "red apple" -n 4 --seed 1 -o out/
 	$(BIN)/conjure generate "heart icon" -n 4 --seed 1 -o out/
 
