@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     require_auth: bool = False                      # API keys required; the server binds beyond loopback only then
     queue_url: str = ""                             # "" = SqliteHuey file queue.db under home; redis://... = RedisHuey
     storage_url: str = ""                           # "" = local folder files/ under home; s3://bucket/prefix = S3
+    s3_endpoint_url: str = ""                       # S3-compatible server (MinIO, Ceph, moto); "" = AWS. Credentials
+                                                    # and region: boto3's own (AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION, ...)
     queue_max: int = 64                             # queued jobs beyond this get HTTP 429 with Retry-After
     job_timeout_s: float = 600.0                    # per-job limit unless the job asks for less
     job_retries: int = 2                            # extra attempts after a transient failure (with backoff)

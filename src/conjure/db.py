@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
@@ -31,9 +31,20 @@ def get_engine(url: str | None = None) -> Engine:
         if engine is None:
             engine = _engines[url] = _make_engine(url)
         if _known_tables.get(url) != len(Base.metadata.tables):
-            Base.metadata.create_all(engine)
+            _create_tables(engine)
             _known_tables[url] = len(Base.metadata.tables)
         return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """`create_all`, serialised across processes on PostgreSQL (workers starting together would otherwise race
+    to create the same table and one would fail on a duplicate type name)."""
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)
+        return
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(7400310)"))   # any fixed number: conjure's schema lock
+        Base.metadata.create_all(conn)
 
 
 def _make_engine(url: str) -> Engine:

@@ -44,7 +44,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess these settings."""
     env = dict(os.environ)
     for name in ("home", "default_model", "lease_s", "job_timeout_s", "queue_url", "storage_url",
-                 "database_url", "require_auth", "job_retries"):
+                 "s3_endpoint_url", "database_url", "require_auth", "job_retries"):
         env[f"CONJURE_{name.upper()}"] = str(getattr(settings, name))
     env["PYTHONPATH"] = str(REPO_ROOT / "src")
     return env
