@@ -74,11 +74,24 @@ function shieldIcon() {
   return svg;
 }
 
+function downloadIcon() {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(SVG_NS, "path");
+  path.setAttribute("d", "M12 4v11m0 0-4.5-4.5M12 15l4.5-4.5M5 19.5h14");
+  for (const [k, v] of [["fill", "none"], ["stroke", "currentColor"], ["stroke-width", "2"], ["stroke-linecap", "round"], ["stroke-linejoin", "round"]]) {
+    path.setAttribute(k, v);
+  }
+  svg.append(path);
+  return svg;
+}
+
 function announce(text) {
   $("#announce").textContent = text;
 }
 
-const randomSeed = () => Math.floor(Math.random() * 2 ** 31);
+const randomSeed = () => Math.floor(Math.random() * 1e6);   // short enough to read and type again
 
 function ago(epochS) {
   const s = Math.max(0, Date.now() / 1000 - epochS);
@@ -347,10 +360,15 @@ function verdictPanel(v, title) {
       v.policy_version ? [h("dt", {}, "Policy"), h("dd", {}, v.policy_version)] : null));
 }
 
+function sizeText(job) {
+  if (job.spec.size) return `${job.spec.size} px`;
+  return job.outputs?.length ? `${job.outputs[0].width} px` : "default size";
+}
+
 function paramList(job) {
   const s = job.spec;
   const rows = [
-    ["Model", s.model], ["Size", s.size ? `${s.size} px` : "model default"], ["Images", s.n], ["Seed", s.seed],
+    ["Model", s.model], ["Size", sizeText(job)], ["Images", s.n], ["Seed", s.seed],
     ["Steps", s.steps ?? "model default"], ["Guidance", s.guidance ?? "model default"],
     ["Scheduler", s.scheduler ?? "model default"], ["Precision", s.precision],
     s.init_image ? ["Strength", s.strength] : null, s.init_image ? ["Mask", s.mask ? "yes" : "no"] : null,
@@ -391,8 +409,8 @@ function imageGrid(job) {
         h("img", {src: o.url, alt, width: o.width, height: o.height, loading: "lazy"})),
       h("figcaption", {},
         h("span", {class: "seed", title: `${o.width} × ${o.height} px`}, `seed ${o.seed}`),
-        h("a", {href: o.url, download: name, class: "download", "aria-label": `Download image ${i + 1} (seed ${o.seed})`},
-          "Download")));
+        h("a", {href: o.url, download: name, class: "download", title: "Download PNG",
+                "aria-label": `Download image ${i + 1} (seed ${o.seed})`}, downloadIcon(), "PNG")));
   }));
 }
 
@@ -432,7 +450,7 @@ function renderJob(job, live = {}) {
                   "data-status": job.status, "aria-label": `${job.status} job: ${s.prompt}`},
     h("div", {class: "job-head"},
       h("span", {class: `badge ${job.status}`}, job.status),
-      h("span", {class: "job-meta"}, `${s.model} · ${s.size ? s.size + " px" : "default size"} · `,
+      h("span", {class: "job-meta"}, `${s.model} · ${sizeText(job)} · `,
         h("time", {datetime: new Date(job.created_at * 1000).toISOString()}, ago(job.created_at)),
         s.init_image ? " · edit" : ""),
       actions),
@@ -577,6 +595,9 @@ async function start() {
     $("#edit-previews").replaceChildren();
   });
   $("#refresh").addEventListener("click", () => loadJobs(true));
+  for (const b of document.querySelectorAll(".examples button")) {
+    b.addEventListener("click", () => { f.prompt.value = b.textContent; updateCount(); f.prompt.focus(); });
+  }
   $("#more").addEventListener("click", () => loadJobs(false));
   $("#api-key").addEventListener("change", (e) => {
     const key = e.target.value.trim();
