@@ -188,3 +188,43 @@ def test_a_bad_parameter_is_explained_next_to_the_form(page):
     page.click("#generate")
     error = page.wait_for_selector("#form-error:not([hidden])", timeout=5000)
     assert error.inner_text().startswith("n:")
+
+
+def test_many_jobs_at_once_all_finish_in_the_gallery_and_delete_removes_one(studio, page):
+    """More unfinished jobs than the page streams at once (the rest are polled), then a delete."""
+    fill(page, "green tree", n=1, steps=2, size=256)
+    for _ in range(5):
+        page.click("#generate")
+        page.wait_for_function("!document.querySelector('#generate').disabled")
+    page.wait_for_function("""() => { const cards = [...document.querySelectorAll('#jobs > li.job')].slice(0, 5);
+        return cards.length === 5 && cards.every(c => c.dataset.status === 'succeeded'); }""")
+    card_id = page.eval_on_selector("#jobs > li.job", "card => card.id")
+    page.click(f"#{card_id} button:text-is('Delete')")
+    page.wait_for_selector(f"#{card_id}", state="detached", timeout=5000)
+    assert studio.client.get(f"/v1/jobs/{card_id[len('job-'):]}").status_code == 404
+
+
+def test_with_auth_required_the_page_asks_for_a_key_and_shows_only_that_users_jobs(studio, browser):
+    from conjure.service.auth import create_key
+    with studio.app.state.ctx.sessions() as s, s.begin():
+        key, _ = create_key(s, "studio-user", "user", 0, 0)
+    studio.settings.require_auth = True
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        pg = context.new_page()
+        pg.goto(studio.url + "/")
+        pg.wait_for_selector("body[data-ready=true]")
+        assert pg.is_visible("#api-key")
+        assert "needs an API key" in pg.inner_text("#form-error")
+        pg.fill("#api-key", key)
+        pg.press("#api-key", "Enter")          # change event: the page lists this user's jobs
+        pg.wait_for_selector("#empty:not([hidden])")
+        assert pg.is_hidden("#form-error")
+        fill(pg, "yellow star", n=1, steps=2, size=256)
+        pg.click("#generate")
+        card = newest_card(pg, "succeeded")
+        assert pg.eval_on_selector_all("#jobs > li.job", "cards => cards.length") == 1   # not the admin's jobs
+        assert card.query_selector("figure.out img")
+    finally:
+        studio.settings.require_auth = False
+        context.close()

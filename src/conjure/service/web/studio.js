@@ -8,11 +8,14 @@ const state = {
   models: [],
   jobs: new Map(),         // id -> {job, el}
   streams: new Map(),      // id -> AbortController of its event stream
+  waiting: new Set(),      // ids of unfinished jobs beyond MAX_STREAMS, polled until a stream frees up
   editFiles: new Map(),    // id -> {init_image, mask} Files of edit jobs made in this tab (for re-run)
   offset: 0,
   total: 0,
 };
 const PAGE = 12;
+const MAX_STREAMS = 3;       // a browser opens about 6 connections to one server: leave some for images and API
+const POLL_MS = 2000;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "refused"]);
 const REFUSING = new Set(["block", "refuse"]);
 const SPEC_FIELDS = ["prompt", "negative_prompt", "n", "seed", "steps", "guidance", "scheduler", "size", "model",
@@ -486,6 +489,14 @@ function updateCounts() {
 
 async function follow(id, tries = 0) {
   if (state.streams.has(id)) return;
+  if (state.streams.size >= MAX_STREAMS) {
+    if (!state.waiting.has(id)) {
+      state.waiting.add(id);
+      setTimeout(() => pollWaiting(id), POLL_MS);
+    }
+    return;
+  }
+  state.waiting.delete(id);
   const ctrl = new AbortController();
   state.streams.set(id, ctrl);
   let finished = false;
@@ -507,7 +518,9 @@ async function follow(id, tries = 0) {
   } catch (e) {
     if (ctrl.signal.aborted) return;
   } finally {
-    state.streams.delete(id);
+    if (state.streams.get(id) === ctrl) state.streams.delete(id);   // not a newer stream for the same job
+    const next = state.waiting.values().next().value;
+    if (next) follow(next);
   }
   if (!finished && state.jobs.has(id) && tries < 5) {   // the stream broke: read the job, follow again
     setTimeout(async () => {
@@ -518,6 +531,22 @@ async function follow(id, tries = 0) {
       } catch (e) { /* deleted meanwhile */ }
     }, 1000 * (tries + 1));
   }
+}
+
+/** A job waiting for a free stream: read it now and then, until it ends or a stream takes it over. */
+async function pollWaiting(id) {
+  if (!state.waiting.has(id) || !state.jobs.has(id)) return state.waiting.delete(id);
+  try {
+    const job = await api(`/v1/jobs/${id}`);
+    upsertJob(job);
+    if (TERMINAL.has(job.status)) {
+      state.waiting.delete(id);
+      return announceEnd(job);
+    }
+  } catch (e) {
+    if (e.status === 404) return state.waiting.delete(id);
+  }
+  setTimeout(() => pollWaiting(id), POLL_MS);
 }
 
 /** One SSE message; returns true when the job is over. */
@@ -556,6 +585,7 @@ async function loadJobs(reset = true) {
   if (reset) {
     for (const c of state.streams.values()) c.abort();
     state.streams.clear();
+    state.waiting.clear();
     state.jobs.clear();
     $("#jobs").replaceChildren();
     state.offset = 0;
