@@ -84,7 +84,7 @@ def check_screenshot(path: Path, size: tuple[int, int]) -> None:
 
 
 def test_the_page_serves_with_its_assets_and_every_control_has_a_label(studio, page):
-    for asset in ("studio.css", "studio.js", "favicon.svg"):
+    for asset in ("studio.css", "studio.js", "cards.js", "favicon.svg"):
         assert studio.client.get(f"/studio/{asset}").status_code == 200
     assert studio.client.get("/studio/..%2Fapp.py").status_code == 404
     unlabeled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]

@@ -16,7 +16,8 @@ from conjure.service.schemas import MAX_SIZE
 
 router = APIRouter(include_in_schema=False)
 WEB = files("conjure.service") / "web"
-ASSETS = {"studio.css": "text/css", "studio.js": "text/javascript", "favicon.svg": "image/svg+xml"}
+ASSETS = {"studio.css": "text/css", "studio.js": "text/javascript", "cards.js": "text/javascript",
+          "favicon.svg": "image/svg+xml"}
 NO_STORE = {"Cache-Control": "no-cache"}
 
 
