@@ -169,6 +169,15 @@ def test_storage_contract(storage):
     assert storage.delete_prefix("jobs/nothing") == 0
 
 
+def test_an_unreachable_s3_endpoint_is_a_connection_error_that_workers_retry(monkeypatch):
+    pytest.importorskip("boto3", reason="boto3 is not installed (requirements.txt)")
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    from conjure.service.worker import TRANSIENT
+    with pytest.raises(ConnectionError) as err:
+        S3Storage(BUCKET, "", f"http://127.0.0.1:{free_port()}").get("jobs/a/0-out-0.png")   # nothing listens
+    assert isinstance(err.value, TRANSIENT)
+
 def test_each_backend_is_chosen_by_one_setting(tmp_path, redis_url, postgres_url, s3_endpoint):
     from huey import PriorityRedisHuey
     s = Settings(home=tmp_path, queue_url=redis_url, database_url=postgres_url, storage_url=f"s3://{BUCKET}/p",
