@@ -5,7 +5,7 @@ metadata and verdicts, a refused prompt, re-run, variations, editing, downloads,
 from __future__ import annotations
 
 import io
-import shutil
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ VIEWPORT = {"width": 1280, "height": 800}    # a laptop
 REFUSED_PROMPT = "a massacre in the street, bodies everywhere, photorealistic"
 JOB_S = 60_000                                # ms: the longest wait for one job in the page
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file() or shutil.which(str(CHROMIUM)) is None,
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
                                 reason="Debian's chromium is not installed (/usr/bin/chromium): "
                                        "`make system-deps` as root, or apt-get install chromium")
 
@@ -36,8 +36,8 @@ def studio(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
+    from playwright.sync_api import sync_playwright   # pinned in requirements.txt; it never fetches a browser
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
@@ -50,7 +50,12 @@ def page(browser, studio):
     pg.set_default_timeout(JOB_S)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    # count step previews as they arrive (a 256 px job on the tiny model is over in well under a second)
+    pg.on("console", lambda m: errors.append(m.text)   # answered 4xx statuses are the page's to explain, not errors
+          if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    elsewhere: list[str] = []      # the page must load nothing from another origin (no CDN, no fonts)
+    own = (studio.url + "/", "data:", "blob:")
+    pg.on("request", lambda r: None if r.url.startswith(own) else elsewhere.append(r.url))
+    # count step previews as they arrive (a tiny-model job can start and end between two looks from the test)
     pg.add_init_script("""new MutationObserver((ms) => { for (const m of ms) for (const n of m.addedNodes)
         if (n.querySelectorAll) window.__previews = (window.__previews || 0) + n.querySelectorAll('img.preview').length;
     }).observe(document, {subtree: true, childList: true});""")
@@ -59,6 +64,7 @@ def page(browser, studio):
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not elsewhere, f"requests to other origins: {elsewhere}"
 
 
 def fill(page, prompt: str, **fields) -> None:
@@ -148,8 +154,8 @@ def click_for_new_job(page, selector: str) -> str:
     """Click, then wait for one more card on top of the gallery and for its job to succeed; its id."""
     before = page.eval_on_selector_all("#jobs > li.job", "cards => cards.length")
     page.click(selector)
-    page.wait_for_function(f"""document.querySelectorAll('#jobs > li.job').length === {before + 1} &&
-        document.querySelector('#jobs > li.job').dataset.status === 'succeeded'""")
+    page.wait_for_function("""(n) => document.querySelectorAll('#jobs > li.job').length === n &&
+        document.querySelector('#jobs > li.job').dataset.status === 'succeeded'""", arg=before + 1)
     return page.eval_on_selector("#jobs > li.job", "card => card.id")[len("job-"):]
 
 
@@ -195,7 +201,7 @@ def test_many_jobs_at_once_all_finish_in_the_gallery_and_delete_removes_one(stud
     fill(page, "green tree", n=1, steps=2, size=256)
     for _ in range(5):
         page.click("#generate")
-        page.wait_for_function("!document.querySelector('#generate').disabled")
+        page.wait_for_function("() => !document.querySelector('#generate').disabled")
     page.wait_for_function("""() => { const cards = [...document.querySelectorAll('#jobs > li.job')].slice(0, 5);
         return cards.length === 5 && cards.every(c => c.dataset.status === 'succeeded'); }""")
     card_id = page.eval_on_selector("#jobs > li.job", "card => card.id")

@@ -19,11 +19,15 @@ WEB = files("conjure.service") / "web"
 ASSETS = {"studio.css": "text/css", "studio.js": "text/javascript", "cards.js": "text/javascript",
           "favicon.svg": "image/svg+xml"}
 NO_STORE = {"Cache-Control": "no-cache"}
+# The page loads nothing from elsewhere, and the browser is told so (previews arrive as data: URIs).
+CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
 @router.get("/")
 def studio() -> FileResponse:
-    return FileResponse(str(WEB / "index.html"), media_type="text/html", headers=NO_STORE)
+    return FileResponse(str(WEB / "index.html"), media_type="text/html",
+                        headers={**NO_STORE, "Content-Security-Policy": CSP})
 
 
 @router.get("/studio/config.json")

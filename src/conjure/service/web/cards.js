@@ -38,7 +38,9 @@ function downloadIcon() {
   svg.setAttribute("aria-hidden", "true");
   const path = document.createElementNS(SVG_NS, "path");
   path.setAttribute("d", "M12 4v11m0 0-4.5-4.5M12 15l4.5-4.5M5 19.5h14");
-  for (const [k, v] of [["fill", "none"], ["stroke", "currentColor"], ["stroke-width", "2"], ["stroke-linecap", "round"], ["stroke-linejoin", "round"]]) {
+  const stroke = {"fill": "none", "stroke": "currentColor", "stroke-width": "2", "stroke-linecap": "round",
+                  "stroke-linejoin": "round"};
+  for (const [k, v] of Object.entries(stroke)) {
     path.setAttribute(k, v);
   }
   svg.append(path);
@@ -92,7 +94,8 @@ function verdictTable(job) {
   const vs = job.verdicts || [];
   let image = 0;
   return h("table", {class: "verdicts"},
-    h("thead", {}, h("tr", {}, ["Stage", "Action", "Category", "Check", "Reason"].map((t) => h("th", {scope: "col"}, t)))),
+    h("thead", {}, h("tr", {},
+      ["Stage", "Action", "Category", "Check", "Reason"].map((t) => h("th", {scope: "col"}, t)))),
     h("tbody", {}, vs.map((v) => h("tr", {},
       h("td", {}, v.stage === "image" ? `image ${++image}` : v.stage || "—"),
       h("td", {class: `act ${v.action}`}, v.action),
@@ -114,7 +117,8 @@ function imageGrid(job) {
     const name = `conjure-${job.id.slice(0, 8)}-seed${o.seed}.png`;
     const alt = `Image ${i + 1} of “${job.spec.prompt}”, seed ${o.seed}`;
     return h("figure", {class: "out", "data-seed": o.seed},
-      h("a", {class: "open", href: o.url, target: "_blank", rel: "noopener", "aria-label": `Open image ${i + 1} full size`},
+      h("a", {class: "open", href: o.url, target: "_blank", rel: "noopener",
+              "aria-label": `Open image ${i + 1} full size`},
         h("img", {src: o.url, alt, width: o.width, height: o.height, loading: "lazy"})),
       h("figcaption", {},
         h("span", {class: "seed", title: `${o.width} × ${o.height} px`}, `seed ${o.seed}`),
@@ -125,7 +129,8 @@ function imageGrid(job) {
 
 export function liveBlock(job, preview) {
   const {step, total} = job.progress;
-  const label = job.status === "queued" ? "Waiting in the queue…" : total ? `Step ${step} of ${total}` : "Starting…";
+  const label = job.status === "queued" ? "Waiting in the queue…"
+    : total ? `Step ${step} of ${total}` : "Starting…";
   return h("div", {class: "live"},
     preview ? h("img", {class: "preview", src: preview, alt: `Preview at step ${step}`})
             : h("div", {class: "preview", role: "img", "aria-label": "No preview yet"}),

@@ -289,9 +289,13 @@ async function deleteJob(job) {
 
 function announceEnd(job) {
   const refusal = refusalOf(job);
-  if (job.status === "succeeded") announce(`Done: ${job.outputs.length} image${job.outputs.length === 1 ? "" : "s"} of ${job.spec.prompt}`);
-  else if (job.status === "refused" && refusal) announce(`Refused by the content policy: ${refusal.category}, ${refusal.reason}`);
-  else announce(`The job ${job.status}: ${job.error || job.spec.prompt}`);
+  const n = job.outputs.length;
+  let text = `The job ${job.status}: ${job.error || job.spec.prompt}`;
+  if (job.status === "succeeded") text = `Done: ${n} image${n === 1 ? "" : "s"} of ${job.spec.prompt}`;
+  else if (job.status === "refused" && refusal) {
+    text = `Refused by the content policy: ${refusal.category}, ${refusal.reason}`;
+  }
+  announce(text);
 }
 
 const CARD_ACTIONS = {
@@ -456,7 +460,7 @@ async function start() {
   $("#model").addEventListener("change", updateSizes);
   $("#seed-random").addEventListener("click", () => { f.seed.value = randomSeed(); });
   $("#strength").addEventListener("input", (e) => { $("#strength-out").value = Number(e.target.value).toFixed(2); });
-  $("#init_image").addEventListener("change", (e) => { previewFile(e.target, "init image"); if (e.target.files[0]) f.strength.focus(); });
+  $("#init_image").addEventListener("change", (e) => previewFile(e.target, "init image"));
   $("#mask").addEventListener("change", (e) => previewFile(e.target, "mask"));
   $("#edit-clear").addEventListener("click", () => {
     $("#init_image").value = "";
