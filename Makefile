@@ -46,7 +46,7 @@ data: setup
 
 # The main job: the service with its studio page on conjure-tiny (embedded job store, queue, worker, storage).
 run: setup
-	@echo "conjure: starting the studio and API at http://127.0.0.1:8000/ (API docs at /docs; Ctrl+C stops)"
+	@echo "conjure: starting the studio and API at http://127.0.0.1:8000/ (the API is described at /openapi.json; Ctrl+C stops)"
 	$(BIN)/conjure serve --host 127.0.0.1 --port 8000
 
 # Generate a few images from the command line with the built-in model, into out/.
