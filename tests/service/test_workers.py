@@ -178,6 +178,19 @@ def test_serve_refuses_a_public_address_without_auth():
     assert result.exit_code == 2 and "CONJURE_REQUIRE_AUTH" in result.stderr
 
 
+def test_serve_refuses_a_public_address_with_the_development_secret(monkeypatch):
+    from conjure.config import get_settings
+    monkeypatch.setenv("CONJURE_REQUIRE_AUTH", "true")
+    monkeypatch.delenv("CONJURE_SECRET", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
+    finally:
+        monkeypatch.delenv("CONJURE_REQUIRE_AUTH")
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and "CONJURE_SECRET" in result.stderr
+
+
 def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_model_dir):
     settings = make_settings(tmp_path / "home", tiny_model_dir)
     port = free_port()

@@ -159,6 +159,10 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     if not is_loopback(host) and not settings.require_auth:
         raise ValueError(f"refusing to listen on {host} without authentication: set CONJURE_REQUIRE_AUTH=true "
                          "(and create keys with `conjure keys create`), or bind 127.0.0.1")
+    if not is_loopback(host) and not settings.secret:
+        raise ValueError(f"refusing to listen on {host} with the public development secret (anyone could sign "
+                         "file URLs): set CONJURE_SECRET to at least 32 random characters, e.g. "
+                         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
     setup_logging()
     uvicorn.run(create_app(settings, workers=workers), host=host, port=port, log_config=None)
 
