@@ -82,12 +82,18 @@ async function loadModels() {
   updateSizes();
 }
 
+/** The size choices and the "model default" hints follow the chosen model. */
 function updateSizes() {
   const model = state.models.find((m) => m.id === $("#model").value);
+  const defaults = state.config.model_defaults?.[$("#model").value] || {};
+  const hint = (v) => (v === null || v === undefined ? "model default" : `default ${v}`);
+  $("#steps").placeholder = hint(defaults.steps);
+  $("#guidance").placeholder = hint(defaults.guidance);
+  $("#scheduler").options[0].textContent = defaults.scheduler ? `Default (${defaults.scheduler})` : "Model default";
   const sizes = model?.sizes || [256, 512, 768, 1024];
   const sel = $("#size");
   const keep = sel.value;
-  sel.replaceChildren(h("option", {value: ""}, "Model default"),
+  sel.replaceChildren(h("option", {value: ""}, defaults.size ? `Default (${defaults.size})` : "Model default"),
                       ...sizes.map((s) => h("option", {value: String(s)}, `${s} × ${s}`)));
   if (sizes.map(String).includes(keep)) sel.value = keep;
 }
