@@ -102,6 +102,13 @@ def test_the_page_serves_with_its_assets_and_every_control_has_a_label(studio, p
     assert page.eval_on_selector_all("#size option", "os => os.map(o => o.value)") == ["", "64", "128", "256"]
     assert page.evaluate("document.documentElement.scrollWidth <= innerWidth"), "horizontal scroll at laptop width"
     assert page.get_attribute("#steps", "placeholder").startswith("default ")   # the model's own default
+    page.focus("#prompt")
+    for expected in ("negative_prompt", "model", "size"):      # the keyboard walks the form in reading order
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == expected
+    assert page.evaluate("getComputedStyle(document.activeElement).boxShadow") != "none"   # a visible focus ring
+    page.focus("#refresh")
+    assert page.evaluate("getComputedStyle(document.activeElement).boxShadow") != "none"
 
 
 def test_generate_shows_progress_then_the_images_with_metadata_verdicts_and_downloads(studio, page, tmp_path):
