@@ -39,6 +39,9 @@ system-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "optional (studio browser tests): sudo apt-get install chromium"; fi; fi
+	@if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq ffmpeg espeak-ng) >/dev/null; \
+	  else echo "needed for speech (audio formats, fallback voice): sudo apt-get install ffmpeg espeak-ng"; fi; fi
 
 # Build the dataset cache (emoji, icons, Fashion-MNIST) from the installed packages.
 data: setup

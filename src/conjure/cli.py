@@ -429,6 +429,59 @@ def safety_screen(
         raise typer.Exit(3)
 
 
+@app.command()
+def speak(
+    text: Annotated[Optional[str], typer.Argument(help="What to say; '-' reads it from stdin.")] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output file.")] = Path("speech.wav"),
+    voice: Annotated[Optional[str], typer.Option(help="A registered voice (default: joe).")] = None,
+    speed: Annotated[float, typer.Option(help="Speaking rate, 0.25-4.0.")] = 1.0,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="wav, mp3, opus, aac (M4A), flac or pcm "
+                                                                "(default: from the file name, else wav).")] = None,
+    list_voices: Annotated[bool, typer.Option("--list-voices", help="List the registered voices and exit.")] = False,
+) -> None:
+    """Speak text with a registered voice: the text is screened, the file signed (C2PA for wav, mp3, flac,
+    aac) and audited. A text the content policy refuses exits with status 3."""
+    from conjure.pipelines.speech import FORMATS, Refused, SpeechPipeline
+    from conjure.pipelines.voices import list_voices as registered
+    if list_voices:
+        for v in registered():
+            typer.echo(f"{v.name:10s} {v.engine:10s} {v.language:6s} {v.licence}\n{'':10s} {v.provenance}")
+        return
+    if text is None:
+        fail("give the text to say (or '-' to read it from stdin)")
+    if text == "-":
+        text = sys.stdin.read()
+    fmt = fmt or (out.suffix.lstrip(".").lower() if out.suffix.lstrip(".").lower() in FORMATS else "wav")
+    pipe = SpeechPipeline()
+    try:
+        speech = pipe(text, voice=voice, speed=speed, fmt=fmt)
+    except Refused as e:
+        fail(str(e), code=3)
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        pipe.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_bytes(speech.audio)
+    tmp.replace(out)
+    typer.echo(str(out))
+
+
+@app.command()
+def transcribe(
+    file: Annotated[Path, typer.Argument(help="An audio file (WAV, MP3, FLAC, Opus, M4A, ...).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON with word timestamps.")] = False,
+) -> None:
+    """Transcribe US English speech with pocketsphinx (offline; the model ships inside the wheel)."""
+    from conjure.pipelines.transcribe import transcribe as run_transcribe
+    try:
+        transcript = run_transcribe(file)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(json.dumps(transcript.to_dict(), indent=1) if as_json else transcript.text)
+
+
 def main() -> None:
     from conjure.config import offline_environment
     offline_environment()

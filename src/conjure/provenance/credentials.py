@@ -55,7 +55,8 @@ class CredentialReport:
                 "signer": self.signer, "generation": self.generation}
 
 
-def manifest_definition(record: GenerationRecord, prompt_mode: str | None = None, title: str = "image.png") -> dict:
+def manifest_definition(record: GenerationRecord, prompt_mode: str | None = None, title: str = "image.png",
+                        mime: str = "image/png") -> dict:
     """The manifest for one output; prompts appear only in their `record_prompt` form."""
     rec = record.recorded(prompt_mode)
     agent = {"name": "conjure", "version": __version__}
@@ -64,7 +65,7 @@ def manifest_definition(record: GenerationRecord, prompt_mode: str | None = None
                   "job_id": rec["job_id"], "watermark_id": rec["watermark_id"], "conjure_version": __version__}
     created = {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA, "softwareAgent": agent,
                "parameters": {"model": rec["model"], "model_hash": rec["model_hash"]}}
-    return {"claim_generator_info": [agent], "title": title, "format": "image/png",
+    return {"claim_generator_info": [agent], "title": title, "format": mime,
             "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [created]}},
                            {"label": ASSERTION_LABEL, "data": generation}]}
 
@@ -96,6 +97,23 @@ def sign_png(png: bytes, record: GenerationRecord, identity: SigningIdentity | N
     return signed, report.manifest_id
 
 
+def sign_bytes(data: bytes, mime: str, record: GenerationRecord, identity: SigningIdentity | None = None,
+               prompt_mode: str | None = None, title: str = "output") -> tuple[bytes, str]:
+    """sign_png's sibling for any format c2pa signs (audio included): (signed bytes, manifest id)."""
+    if mime not in c2pa.Builder.get_supported_mime_types():
+        raise ValueError(f"c2pa cannot sign {mime}")
+    identity = identity or signing_identity()
+    out = io.BytesIO()
+    with _lock:
+        builder = c2pa.Builder(manifest_definition(record, prompt_mode, title, mime), _signing_context(identity))
+        builder.sign(mime, io.BytesIO(data), out)
+    signed = out.getvalue()
+    report = read_credentials(signed, mime=mime)
+    if report.state not in ("trusted", "valid"):
+        raise RuntimeError(f"a freshly signed {mime} file does not verify: {report.reasons}")
+    return signed, report.manifest_id
+
+
 def _mime(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
@@ -103,6 +121,14 @@ def _mime(data: bytes) -> str | None:
         return "image/jpeg"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data.startswith(b"fLaC"):
+        return "audio/flac"
+    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg"
+    if data[4:8] == b"ftyp" and data[8:11] == b"M4A":
+        return "audio/mp4"
     return None
 
 
@@ -125,12 +151,13 @@ def _reasons(results: dict | None) -> tuple[list[str], list[str]]:
     return codes, words
 
 
-def read_credentials(data: bytes, anchors: str | None = None) -> CredentialReport:
-    """The C2PA state of image bytes. `anchors`: PEM trust anchors (default: the configured ones)."""
+def read_credentials(data: bytes, anchors: str | None = None, mime: str | None = None) -> CredentialReport:
+    """The C2PA state of image or audio bytes. `anchors`: PEM trust anchors (default: the configured ones);
+    `mime`: the format when the bytes do not say it (a signed FLAC starts with an ID3 tag)."""
     anchors = trust_anchors_pem() if anchors is None else anchors
-    mime = _mime(data)
+    mime = mime or _mime(data)
     if mime is None:
-        return CredentialReport("absent", ["not a PNG, JPEG or WebP file: no manifest can be read"])
+        return CredentialReport("absent", ["not a PNG, JPEG, WebP, WAV, MP3 or M4A file: no manifest can be read"])
     try:
         with _lock:
             reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, _reading_context(anchors))
