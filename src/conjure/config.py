@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 8 * 2**20               # per uploaded image (init image, mask)
     rate_limit_per_min: int = 60                    # per API key: requests per minute (default for new keys)
     daily_quota: int = 1000                         # per API key: images per UTC day (default for new keys)
+    model_cache_mb: int = 4096                      # a worker's loaded models (parameters + buffers), LRU beyond it
+    max_batch: int = 8                              # images per sampling batch of compatible jobs; 1 = no batching
+    retention_days: float = 0.0                     # finished jobs and their files are deleted after this; 0 = kept
+    retention_sweep_s: float = 3600.0               # how often the server sweeps for expired jobs
+    cost_per_compute_hour: float = 0.0              # shown on each job as compute_s x this / 3600; 0 = not shown
 
     @property
     def data_dir(self) -> Path:

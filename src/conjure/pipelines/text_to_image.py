@@ -216,3 +216,113 @@ class TextToImagePipeline:
         if image.size == (size, size):
             return image
         return image.resize((size, size), Image.LANCZOS)
+
+    @torch.inference_mode()
+    def generate_batch(self, requests: list[GenerationRequest], jobs: list[Job],
+                       progress: list[ProgressFn | None] | None = None,
+                       on_latents: Callable[[int, list[torch.Tensor | None]], None] | None = None,
+                       ) -> list[GenerationResult | Exception]:
+        """Sample compatible text-to-image requests as one U-Net batch (dynamic batching in the service).
+
+        The requests must share steps, scheduler, size and whether guidance is used; prompt, negative prompt,
+        guidance and seed differ per sample (image i of a request still draws its noise from seed + i). Each
+        request is screened and delivered with its own job. When `progress[r]` raises, request r leaves the
+        batch (its rows finish and are discarded, so the batch keeps its shape) and its result is that
+        exception; a refused prompt's result is its `Refused`. `on_latents(step, per-request latents)` sees
+        None for requests that have left.
+        """
+        from conjure.pipelines.product import Refused
+        t0 = time.perf_counter()
+        progress = progress or [None] * len(requests)
+        results: list[GenerationResult | Exception | None] = [None] * len(requests)
+        # 1. check inputs: one sampling loop must fit every request
+        reqs = [self.check(r) for r in requests]
+        if any(r.init_image is not None or r.mask is not None for r in reqs):
+            raise ValueError("generate_batch runs text-to-image requests only (no init image or mask)")
+        if len({(r.steps, r.scheduler, r.size, r.guidance != 1.0) for r in reqs}) > 1:
+            raise ValueError("batched requests must share steps, scheduler, size and the use of guidance")
+        # 2. screen each prompt (safety): a refused request leaves the batch with its verdict
+        verdicts: list[dict | None] = [None] * len(reqs)
+        if self.guard is not None:
+            for r, req in enumerate(reqs):
+                try:
+                    reqs[r], verdicts[r] = self.guard.screen_prompt(req)
+                except Refused as e:
+                    results[r] = e
+        live = [r for r in range(len(reqs)) if results[r] is None]
+        if not live:
+            return results
+        # 3. encode each request's prompts as __call__ does; uncond rows of every sample first, then cond
+        use_cfg = reqs[live[0]].guidance != 1.0
+        unconds, conds, masks_u, masks_c, scales, rows = [], [], [], [], [], {}
+        for r in live:
+            req = reqs[r]
+            states, mask = self.text_encoder.encode([req.negative_prompt, req.prompt] if use_cfg else [req.prompt],
+                                                    max_tokens=self.spec.max_tokens)
+            start = sum(len(v) for v in rows.values())
+            rows[r] = range(start, start + req.n)
+            conds.append(states[-1:].repeat_interleave(req.n, dim=0))                   # (n, T, D)
+            masks_c.append(mask[-1:].repeat_interleave(req.n, dim=0))
+            unconds.append(states[:1].repeat_interleave(req.n, dim=0))
+            masks_u.append(mask[:1].repeat_interleave(req.n, dim=0))
+            scales += [req.guidance] * req.n
+        ctx = torch.cat((unconds if use_cfg else []) + conds)                             # (k*B, T, D)
+        ctx_mask = torch.cat((masks_u if use_cfg else []) + masks_c)
+        scale = torch.tensor(scales, dtype=torch.float32)                                # (B,)
+        # 4. one sampler for the batch (every request has the same timesteps)
+        first = reqs[live[0]]
+        sched = make_sampler(first.scheduler, self.components.scheduler_config)
+        sched.set_timesteps(first.steps)
+        # 5. initial latents: image i of request r draws its noise from seed_r + i alone
+        gens = [torch.Generator().manual_seed(reqs[r].seed + i) for r in live for i in range(reqs[r].n)]
+        h = self.spec.base_size // 4
+        noise = torch.cat([torch.randn((1, self.vae.config.latent_channels, h, h), generator=g) for g in gens])
+        latents = noise * sched.init_noise_sigma                                         # (B, C, h, w)
+        # 6. denoise all samples together; per-sample guidance; a request whose progress raises leaves
+        total = len(sched.timesteps)
+        step_kw = {"generator": gens} if "generator" in inspect.signature(sched.step).parameters else {}
+        t1 = time.perf_counter()
+        with self._autocast():
+            for i, t in enumerate(sched.timesteps):
+                x_in = sched.scale_model_input(torch.cat([latents] * 2) if use_cfg else latents, t)
+                pred = self.denoise(x_in, t, ctx, ctx_mask).float()
+                if use_cfg:
+                    pred_uncond, pred_cond = pred.chunk(2)
+                    pred = cfg_combine(pred_uncond, pred_cond, scale)
+                latents = sched.step(pred, t, latents, **step_kw).prev_sample
+                for r in [r for r in live if results[r] is None]:
+                    try:
+                        if progress[r]:
+                            progress[r](i + 1, total)
+                    except Exception as e:   # cancelled, timed out, lease lost: finish and discard its rows
+                        results[r] = e
+                if all(results[r] is not None for r in live):
+                    return results
+                if on_latents:
+                    on_latents(i + 1, [latents[rows[r].start:rows[r].stop] if r in rows and results[r] is None
+                                       else None for r in range(len(reqs))])
+        sample_s = time.perf_counter() - t1
+        # 7. decode to pixels, the whole batch at once
+        t2 = time.perf_counter()
+        with self._autocast():
+            pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()   # (B, 3, H, W)
+        arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        decode_s = time.perf_counter() - t2
+        # 8-9. per request: upsample, then screen, watermark, sign (and audit) with its own job
+        for r in [r for r in live if results[r] is None]:
+            req = reqs[r]
+            timings = {"screen_prompt_and_encode": t1 - t0, "sample": sample_s, "decode": decode_s,
+                       "batch_images": float(len(gens))}
+            t3 = time.perf_counter()
+            images = [self.upsample(Image.fromarray(a), req.size) for a in arr[rows[r].start:rows[r].stop]]
+            timings["upsample"] = time.perf_counter() - t3
+            seeds, outputs = [req.seed + i for i in range(req.n)], []
+            if self.guard is not None:
+                outputs = self.guard.deliver(images, seeds, req, self.spec.name, self.components.model_hash,
+                                             verdicts[r], jobs[r], timings)
+                images = [o.image for o in outputs if not o.withheld]
+                seeds = [o.seed for o in outputs if not o.withheld]
+            timings["total"] = time.perf_counter() - t0
+            results[r] = GenerationResult(images, seeds, req, self.spec.name, self.components.model_hash, timings,
+                                          outputs, verdicts[r], jobs[r].job_id)
+        return results

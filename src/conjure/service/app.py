@@ -24,11 +24,12 @@ from conjure.service.core import ServiceContext, ServiceError
 from conjure.service.jobs import Job, JobStatus
 from conjure.service.metrics import Metrics
 from conjure.service.queue import make_queue
+from conjure.service.retention import RetentionSweeper
 from conjure.service.signing import server_secret
 from conjure.service.storage import make_storage
 
 log = logging.getLogger("conjure.server")
-OPENAI_PREFIXES = ("/v1/images", "/v1/models")
+OPENAI_PREFIXES = ("/v1/images", "/v1/models", "/v1/audio")
 
 
 def is_loopback(host: str) -> bool:
@@ -106,15 +107,18 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
         log.info("server starting", extra={"requeued": requeue_waiting(ctx), "workers": workers})
         procs = WorkerProcesses(workers)
         procs.start()
+        sweeper = RetentionSweeper(ctx.sessions, ctx.storage, settings.retention_days, settings.retention_sweep_s)
+        sweeper.start()
         try:
             yield
         finally:
+            sweeper.stop()
             procs.stop()
 
-    from conjure.service.routes import files, jobs, openai, ops, web
+    from conjure.service.routes import audio, files, jobs, openai, ops, web
     app = FastAPI(title="conjure", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted generation service: a native jobs API and an OpenAI-compatible one.")
-    for module in (jobs, files, openai, ops, web):
+    for module in (jobs, files, openai, audio, ops, web):
         app.include_router(module.router)
     _install_handlers(app)
     return app

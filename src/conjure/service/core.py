@@ -169,7 +169,14 @@ def job_public(ctx: ServiceContext, job: Job, base_url: str = "") -> JobPublic:
     return JobPublic(id=job.id, status=job.status, priority=job.priority, spec=job.spec, created_at=job.created_at,
                      started_at=job.started_at, finished_at=job.finished_at, attempts=job.attempts,
                      progress=Progress(step=job.progress_step, total=job.progress_total), outputs=outputs,
-                     verdicts=job.verdicts or [], error=job.error, compute_s=round(job.compute_s, 4))
+                     verdicts=job.verdicts or [], error=job.error, compute_s=round(job.compute_s, 4),
+                     cost_estimate=compute_cost(ctx.settings, job.compute_s))
+
+
+def compute_cost(settings: Settings, compute_s: float) -> float | None:
+    """A job's compute seconds at the configured hourly price (None when no price is set)."""
+    rate = settings.cost_per_compute_hour
+    return round(compute_s / 3600.0 * rate, 6) if rate > 0 else None
 
 
 def get_job(s: Session, user: User, job_id: str) -> Job:

@@ -103,6 +103,35 @@ class WorkerRecord(Base):
     models: Mapped[list] = mapped_column(JSON, default=list)   # warm models
 
 
+class WorkerStats(Base):
+    """A worker's running totals (model cache and sampling), summed by /metrics across every worker."""
+
+    __tablename__ = "worker_stats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0)
+    cache_misses: Mapped[int] = mapped_column(Integer, default=0)       # loads
+    cache_evictions: Mapped[int] = mapped_column(Integer, default=0)
+    batches: Mapped[int] = mapped_column(Integer, default=0)            # sampling runs (a lone job is a batch of 1)
+    batched_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    sampled_images: Mapped[int] = mapped_column(Integer, default=0)
+    sample_s: Mapped[float] = mapped_column(Float, default=0.0)         # seconds in sampling loops
+
+
+STAT_FIELDS = ("cache_hits", "cache_misses", "cache_evictions", "batches", "batched_jobs", "sampled_images",
+               "sample_s")
+
+
+def record_stats(s: Session, worker_id: str, totals: dict[str, float]) -> None:
+    """Write a worker's totals (absolute values, so a repeated write is harmless)."""
+    row = s.get(WorkerStats, worker_id)
+    if row is None:
+        row = WorkerStats(worker_id=worker_id, **{k: 0 for k in STAT_FIELDS})
+        s.add(row)
+    for k in STAT_FIELDS:
+        setattr(row, k, totals.get(k, 0))
+
+
 def touch_worker(s: Session, worker_id: str, busy: bool, models: list[str]) -> None:
     now = time.time()
     row = s.get(WorkerRecord, worker_id)
@@ -155,6 +184,55 @@ def claim(s: Session, job_id: str, worker: str, lease_s: float) -> Job | None:
                  lease_expires=now + lease_s, started_at=now, attempts=Job.attempts + 1,
                  progress_step=0, preview=None)
     return s.get(Job, job_id, populate_existing=True) if moved else None
+
+
+def _fresh_queued(*conds):
+    """Queued jobs a worker may take straight from the store: first attempts only (a retry waits out its backoff
+    on the queue), not cancelled; highest priority first, then oldest."""
+    return (select(Job).where(Job.status == JobStatus.QUEUED.value, Job.attempts == 0,
+                              Job.cancel_requested.is_(False), *conds)
+            .order_by(Job.priority.desc(), Job.created_at, Job.id))
+
+
+def next_for_models(s: Session, models: list[str]) -> str | None:
+    """Model affinity: the id of the next queued job for one of `models` (those a worker holds), if any."""
+    if not models:
+        return None
+    return s.scalar(_fresh_queued(Job.spec["model"].as_string().in_(models)).with_only_columns(Job.id).limit(1))
+
+
+def batch_key(spec: dict) -> tuple | None:
+    """What jobs must share to sample as one batch; None for a job that cannot batch (an init image or mask).
+    Prompt, negative prompt, guidance (other than 1 = no guidance), seed and n may differ."""
+    if spec.get("init_image") or spec.get("mask"):
+        return None
+    return (spec.get("model"), spec.get("size"), spec.get("steps"), spec.get("scheduler"),
+            spec.get("precision", "fp32"), spec.get("guidance") == 1.0)
+
+
+def claim_companions(s: Session, lead: Job, worker: str, lease_s: float, room: int, scan: int = 64) -> list[Job]:
+    """Claim queued jobs that can sample in one batch with `lead`, up to `room` images; each claim is the same
+    conditional update as `claim`, so a job another worker took meanwhile is skipped."""
+    key = batch_key(lead.spec)
+    if key is None or room <= 0:
+        return []
+    rows = s.scalars(_fresh_queued(Job.spec["model"].as_string() == lead.spec["model"], Job.id != lead.id)
+                     .limit(scan)).all()
+    picked = []
+    for row in rows:
+        n = int(row.spec.get("n", 1))
+        if n <= room and batch_key(row.spec) == key and (job := claim(s, row.id, worker, lease_s)) is not None:
+            picked.append(job)
+            room -= n
+        if room <= 0:
+            break
+    return picked
+
+
+def expired_finished(s: Session, before: float, limit: int = 500) -> list[str]:
+    """Ids of finished jobs (any terminal state) that ended before `before` (retention)."""
+    return list(s.scalars(select(Job.id).where(Job.status.in_([t.value for t in TERMINAL]), Job.finished_at < before)
+                          .order_by(Job.finished_at).limit(limit)))
 
 
 def heartbeat(s: Session, job_id: str, worker: str, lease_s: float) -> bool:

@@ -7,13 +7,22 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
-from sqlalchemy import select
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from sqlalchemy import func, select
 
-from conjure.service.jobs import Job, JobStatus, WorkerRecord, status_counts
+from conjure.service.jobs import STAT_FIELDS, Job, JobStatus, WorkerRecord, WorkerStats, status_counts
 
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 RECENT_JOBS = 1000
+STAT_DOCS = {   # worker totals (WorkerStats) -> metric name (without _total) and help
+    "cache_hits": ("model_cache_hits", "Model cache lookups that found the pipeline loaded, all workers"),
+    "cache_misses": ("model_cache_misses", "Model cache lookups that loaded the pipeline, all workers"),
+    "cache_evictions": ("model_cache_evictions", "Pipelines evicted beyond the memory budget, all workers"),
+    "batches": ("sampling_batches", "Sampling runs (a job sampled alone is a batch of one), all workers"),
+    "batched_jobs": ("sampled_jobs", "Jobs sampled, counted once per sampling run, all workers"),
+    "sampled_images": ("sampled_images", "Images sampled, all workers"),
+    "sample_s": ("sample_seconds", "Seconds in sampling loops, all workers"),
+}
 
 
 class StoreCollector:
@@ -27,6 +36,7 @@ class StoreCollector:
                              .where(Job.status == JobStatus.SUCCEEDED.value)
                              .order_by(Job.finished_at.desc()).limit(RECENT_JOBS)).all()
             workers = s.scalars(select(WorkerRecord).where(WorkerRecord.last_seen > time.time() - 30)).all()
+            totals = s.execute(select(*[func.coalesce(func.sum(getattr(WorkerStats, k)), 0) for k in STAT_FIELDS])).one()
         states = GaugeMetricFamily("conjure_jobs", "Jobs in the store by status", labels=["status"])
         for st in JobStatus:
             states.add_metric([st.value], counts.get(st.value, 0))
@@ -39,6 +49,8 @@ class StoreCollector:
                          [f - c for c, f, _ in done])
         yield _histogram("conjure_job_compute_seconds", "Worker seconds per job, recent succeeded jobs",
                          [x for _, _, x in done])
+        for name, value in zip(STAT_FIELDS, totals):
+            yield CounterMetricFamily(f"conjure_{STAT_DOCS[name][0]}", STAT_DOCS[name][1], value=float(value))
 
 
 def _histogram(name: str, doc: str, values: list[float]) -> HistogramMetricFamily:

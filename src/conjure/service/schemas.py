@@ -69,7 +69,9 @@ class JobPublic(BaseModel):
     outputs: list[OutputPublic]
     verdicts: list[dict] = Field(description="Safety verdicts (category, reason, check) where screening ran.")
     error: str | None
-    compute_s: float
+    compute_s: float = Field(description="Worker seconds spent on the job (its share of a batch it ran in).")
+    cost_estimate: float | None = Field(None, description="compute_s priced at the server's "
+                                        "CONJURE_COST_PER_COMPUTE_HOUR; null when no price is set.")
 
 
 class JobsPublic(BaseModel):

@@ -5,6 +5,11 @@ every output and stamps each file (watermark, parameters chunk, C2PA). The audit
 after the job's outputs commit, so a job that runs twice (a killed worker) is audited once. Everything else here is queue semantics: leases renewed by a
 heartbeat thread, cancellation and per-job timeouts checked at every sampling step, retries with
 exponential backoff for transient failures, and lost workers' jobs requeued by any live worker.
+
+Throughput: the model cache keeps pipelines loaded under a memory budget; a worker first takes queued jobs for a
+model it already holds (affinity), and with a job it also claims compatible queued jobs (same model, size,
+steps, scheduler, precision; text to image) and samples them as one batch. Each job of a batch still commits,
+is charged and is audited on its own, and a cancelled one leaves the batch without stopping the others.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from PIL.PngImagePlugin import PngInfo
 from sqlalchemy import delete
 
 from conjure.config import Settings
-from conjure.service.jobs import (Job, JobStatus, WorkerRecord, claim, commit_outputs, end_attempt, heartbeat,
-                                  reap_expired, report_progress, touch_worker)
+from conjure.service.jobs import (STAT_FIELDS, Job, JobStatus, WorkerRecord, batch_key, claim, claim_companions,
+                                  commit_outputs, end_attempt, heartbeat, next_for_models, reap_expired,
+                                  record_stats, report_progress, touch_worker)
 from conjure.service.queue import JobQueue, make_queue
 from conjure.service.storage import Storage, make_storage
 
@@ -69,31 +75,66 @@ class JobOutputs:
     verdicts: list[dict] = field(default_factory=list)
     refused: dict | None = None                       # a verdict that refused the job (no images delivered)
     records: list = field(default_factory=list)       # provenance records of the delivered files, for the audit
+    timings: dict = field(default_factory=dict)       # seconds per pipeline stage
+
+
+def module_bytes(pipe) -> int:
+    """A pipeline's memory estimate: the parameters and buffers of the torch modules it holds (the text encoder
+    that every conjure pipeline shares is not counted: evicting a pipeline does not free it)."""
+    import torch
+    seen, total = set(), 0
+    parts = list(vars(pipe).values()) + list(getattr(pipe, "components", {}).values()
+                                             if isinstance(getattr(pipe, "components", None), dict) else [])
+    for part in parts:
+        if not isinstance(part, torch.nn.Module):
+            continue
+        for t in list(part.parameters()) + list(part.buffers()):
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
 
 
 class ModelCache:
-    """Loaded pipelines, least recently used evicted beyond `max_models`."""
+    """Loaded pipelines, least recently used evicted when their estimated size passes the memory budget
+    (`CONJURE_MODEL_CACHE_MB`); the pipeline just loaded always stays, even alone over budget."""
 
-    def __init__(self, settings: Settings | None = None, max_models: int = 2):
+    def __init__(self, settings: Settings | None = None, budget_mb: float | None = None):
         self.settings = settings
-        self.max_models = max_models
+        if budget_mb is None:
+            budget_mb = settings.model_cache_mb if settings else Settings().model_cache_mb
+        self.budget_bytes = int(budget_mb * 2**20)
         self._pipes: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._bytes: dict[tuple[str, str], int] = {}
+        self.hits = self.misses = self.evictions = 0
 
     def loaded(self) -> list[tuple[str, str]]:
         return list(self._pipes)
 
+    def used_bytes(self) -> int:
+        return sum(self._bytes.values())
+
     def get(self, name: str, precision: str = "fp32"):
         key = (name, precision)
         if key in self._pipes:
+            self.hits += 1
             self._pipes.move_to_end(key)
             return self._pipes[key]
+        self.misses += 1
+        pipe = self._load(name, precision)
+        self._pipes[key], self._bytes[key] = pipe, module_bytes(pipe)
+        while self.used_bytes() > self.budget_bytes and len(self._pipes) > 1:
+            old, _ = self._pipes.popitem(last=False)
+            self._bytes.pop(old)
+            self.evictions += 1
+            log.info("model evicted", extra={"model": old[0], "precision": old[1]})
+        return pipe
+
+    def _load(self, name: str, precision: str):
         from conjure.pipelines import load_pipeline
         pipe = load_pipeline(name, precision=precision, settings=self.settings)
         pipe.guard.audit = False      # the worker audits once the job's outputs are committed
         pipe.guard.db_url = self.settings.db_url if self.settings else None
-        self._pipes[key] = pipe
-        while len(self._pipes) > self.max_models:
-            self._pipes.popitem(last=False)
         return pipe
 
 
@@ -123,24 +164,41 @@ def run_job(spec: dict, inputs: dict[str, Image.Image], models: ModelCache,
     try:
         result = pipe(req, **kw)
     except Refused as e:
-        verdict = e.verdict.to_dict()
+        return job_outputs(e)
+    return job_outputs(result)
+
+
+def job_outputs(result) -> JobOutputs:
+    """A pipeline's GenerationResult (or its Refused) as the files and verdicts a job keeps; withheld images
+    leave only their verdicts."""
+    from conjure.pipelines.product import Refused
+    if isinstance(result, Refused):
+        verdict = result.verdict.to_dict()
         return JobOutputs([], [], [], verdicts=[verdict], refused=verdict)
-    # 3. the delivered files; withheld images leave only their verdicts
     verdicts = [result.prompt_verdict] + [o.verdict for o in result.outputs]
     kept = [o for o in result.outputs if not o.withheld]
     return JobOutputs([o.image for o in kept], [o.seed for o in kept], [o.png for o in kept], verdicts,
-                      records=[(o.record, o.sha256, o.manifest_id) for o in kept])
+                      records=[(o.record, o.sha256, o.manifest_id) for o in kept], timings=result.timings)
 
 
 def _decode_preview(pipe, latents) -> Image.Image:
     """The first image of a batch of (n, C, h, w) latents, decoded small."""
+    return _decode_previews(pipe, [latents])[0]
+
+
+def _decode_previews(pipe, latents: list) -> list[Image.Image]:
+    """The first image of each of several (n, C, h, w) latents, decoded small in one VAE call."""
     import torch
     with torch.inference_mode():
-        x = pipe.vae.decode(latents[:1] / pipe.vae.config.scaling_factor).sample.float()   # (1, 3, H, W)
-    arr = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    im = Image.fromarray(arr)
-    im.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
-    return im
+        first = torch.cat([x[:1] for x in latents])                                      # (k, C, h, w)
+        x = pipe.vae.decode(first / pipe.vae.config.scaling_factor).sample.float()       # (k, 3, H, W)
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    images = []
+    for a in arr:
+        im = Image.fromarray(a)
+        im.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
+        images.append(im)
+    return images
 
 
 def png_bytes(image: Image.Image, parameters: str | None = None) -> bytes:
@@ -159,7 +217,8 @@ def load_image(data: bytes) -> Image.Image:
 
 
 class Worker:
-    """One worker: a loop over the queue, one job at a time, with a heartbeat thread for the lease."""
+    """One worker: a loop over the queue, one job (or one batch of compatible jobs) at a time, with a heartbeat
+    thread for the leases."""
 
     def __init__(self, settings: Settings, *, queue: JobQueue | None = None, storage: Storage | None = None,
                  models: ModelCache | None = None, sessions=None, worker_id: str | None = None):
@@ -172,6 +231,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
         self.jobs_done = 0
+        self.stats = {k: 0 for k in STAT_FIELDS}   # sampling totals; the cache's own counters join at flush
         self._last_reap = 0.0
         self._last_touch = 0.0
 
@@ -186,24 +246,41 @@ class Worker:
         while not self.stop.is_set() and (max_jobs is None or self.jobs_done < max_jobs):
             self.touch(busy=False)
             self.reap()
-            job_id = self.queue.take()
+            job_id = self.take()
             if job_id is None:
                 self.stop.wait(poll_s)
                 continue
             self.touch(busy=True, force=True)
             self.execute(job_id)
+        self.flush_stats()
         with self.sessions() as s, s.begin():
             s.execute(delete(WorkerRecord).where(WorkerRecord.id == self.id))
         log.info("worker stopped", extra={"worker": self.id})
 
+    def take(self) -> str | None:
+        """The next job id: with model affinity, the next queued job for a model this worker holds; otherwise
+        the queue's head. (The queue message of a job taken from the store becomes a no-op later.)"""
+        with self.sessions() as s:
+            job_id = next_for_models(s, sorted({name for name, _ in self.models.loaded()}))
+        return job_id or self.queue.take()
+
     def touch(self, busy: bool, force: bool = False) -> None:
-        """Record that this worker is alive (at most every 2 s unless forced)."""
+        """Record that this worker is alive (at most every 2 s unless forced), with its totals."""
         now = time.time()
         if not force and now - self._last_touch < 2.0:
             return
         self._last_touch = now
         with self.sessions() as s, s.begin():
             touch_worker(s, self.id, busy, [name for name, _ in self.models.loaded()])
+            record_stats(s, self.id, self._totals())
+
+    def flush_stats(self) -> None:
+        with self.sessions() as s, s.begin():
+            record_stats(s, self.id, self._totals())
+
+    def _totals(self) -> dict[str, float]:
+        return {**self.stats, "cache_hits": self.models.hits, "cache_misses": self.models.misses,
+                "cache_evictions": self.models.evictions}
 
     def reap(self, force: bool = False) -> None:
         """Requeue the jobs of workers that died (their lease expired), at most every half lease."""
@@ -219,74 +296,175 @@ class Worker:
             self.queue.put(job_id, priorities.get(job_id, 0))
 
     def execute(self, job_id: str) -> JobStatus | None:
-        """Run one job if it can be claimed; returns the state it ended in (None: not ours to run)."""
+        """Run one job if it can be claimed, with the compatible queued jobs it can batch with; returns the
+        state the job ended in (None: not ours to run)."""
         with self.sessions() as s, s.begin():
             job = claim(s, job_id, self.id, self.settings.lease_s)
         if job is None:
             return None   # a duplicate message, or a job cancelled or finished meanwhile
-        self.jobs_done += 1
-        lost = threading.Event()
+        jobs = [job]
+        lost = {job.id: threading.Event()}
         done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job_id, done, lost), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(jobs, done, lost), daemon=True)
         beat.start()
         t0 = time.perf_counter()
         try:
-            return self._attempt(job, lost, t0)
+            for other in self._companions(job):
+                lost[other.id] = threading.Event()
+                jobs.append(other)
+            self.jobs_done += len(jobs)
+            if len(jobs) == 1:
+                return self._attempt(job, lost[job.id], t0)
+            return self._attempt_batch(jobs, lost, t0)[0]
         finally:
             done.set()
             beat.join()
+            self.flush_stats()
 
-    def _heartbeat(self, job_id: str, done: threading.Event, lost: threading.Event) -> None:
+    def _companions(self, lead: Job) -> list[Job]:
+        """Claim queued jobs that can share `lead`'s sampling batch (up to `max_batch` images in all)."""
+        room = self.settings.max_batch - int(lead.spec.get("n", 1))
+        if room <= 0 or batch_key(lead.spec) is None:
+            return []
+        try:
+            pipe = self.models.get(lead.spec["model"], lead.spec.get("precision", "fp32"))
+        except Exception:   # the lead's own attempt reports it
+            return []
+        if not hasattr(pipe, "generate_batch"):
+            return []
+        with self.sessions() as s, s.begin():
+            return claim_companions(s, lead, self.id, self.settings.lease_s, room)
+
+    def _heartbeat(self, jobs: list[Job], done: threading.Event, lost: dict[str, threading.Event]) -> None:
         while not done.wait(self.settings.lease_s / 3):
-            try:
-                with self.sessions() as s, s.begin():
-                    if not heartbeat(s, job_id, self.id, self.settings.lease_s):
-                        lost.set()
-                        return
-            except Exception:   # a database hiccup: try again next beat; the lease is longer than a beat
-                log.exception("heartbeat failed", extra={"job": job_id})
+            for job in list(jobs):
+                if lost[job.id].is_set():
+                    continue
+                try:
+                    with self.sessions() as s, s.begin():
+                        if not heartbeat(s, job.id, self.id, self.settings.lease_s):
+                            lost[job.id].set()
+                except Exception:   # a database hiccup: try again next beat; the lease is longer than a beat
+                    log.exception("heartbeat failed", extra={"job": job.id})
+
+    def _limit(self, job: Job) -> float:
+        return min(float(job.spec.get("timeout_s") or self.settings.job_timeout_s), self.settings.job_timeout_s)
 
     def _attempt(self, job: Job, lost: threading.Event, t0: float) -> JobStatus | None:
-        limit = min(float(job.spec.get("timeout_s") or self.settings.job_timeout_s), self.settings.job_timeout_s)
-        deadline = time.monotonic() + limit
-        progress, preview = self._callbacks(job.id, lost, deadline, limit)
-        outputs: list[dict] = []
+        limit = self._limit(job)
+        progress, preview = self._callbacks(job.id, lost, time.monotonic() + limit, limit)
         try:
             inputs = {k: load_image(self.storage.get(job.spec[k])) for k in ("init_image", "mask") if job.spec.get(k)}
             result = run_job(job.spec, inputs, self.models, progress, preview, job.id, job.owner)
+            self._count(result.timings, [job], len(result.images))
+        except Exception as e:
+            result = e
+        return self._conclude(job, result, lambda: time.perf_counter() - t0, limit)
+
+    def _attempt_batch(self, jobs: list[Job], lost: dict[str, threading.Event], t0: float) -> list[JobStatus | None]:
+        """Sample compatible jobs as one batch. Each job concludes (commits, fails, ...) on its own, charged its
+        share of the batch's compute seconds by images; one that is cancelled, times out or loses its lease
+        mid-batch ends at once, and its rows finish with the batch and are discarded."""
+        from conjure.pipelines.product import Job as PipelineJob
+        lead = jobs[0]
+        pipe = self.models.get(lead.spec["model"], lead.spec.get("precision", "fp32"))
+        images = [int(j.spec.get("n", 1)) for j in jobs]
+        share = [n / sum(images) for n in images]
+        seconds = [lambda f=f: (time.perf_counter() - t0) * f for f in share]
+        limits = [self._limit(j) for j in jobs]
+        calls = [self._callbacks(j.id, lost[j.id], time.monotonic() + lim, lim) for j, lim in zip(jobs, limits)]
+        ended: dict[int, JobStatus | None] = {}
+
+        def leaving(k: int):   # job k's progress: on cancel, timeout or lost lease it concludes now
+            def progress(step: int, total: int) -> None:
+                try:
+                    calls[k][0](step, total)
+                except Exception as e:
+                    ended[k] = self._conclude(jobs[k], e, seconds[k], limits[k])
+                    raise
+            return progress
+        state = {"last": 0.0}
+
+        def previews(step: int, latents: list) -> None:   # one VAE call for every job's preview
+            now = time.monotonic()
+            shown = [(k, x) for k, x in enumerate(latents) if x is not None]
+            if now - state["last"] < PREVIEW_EVERY_S or not shown:
+                return
+            state["last"] = now
+            for (k, _), image in zip(shown, _decode_previews(pipe, [x for _, x in shown])):
+                calls[batch[k]][1](step, image)
+        results: list = [None] * len(jobs)
+        for k, j in enumerate(jobs):   # input that only the model can judge fails its own job only
+            try:
+                results[k] = pipe.check(build_request(j.spec, {}))
+            except Exception as e:
+                ended[k] = self._conclude(j, e, seconds[k], limits[k])
+        batch = [k for k in range(len(jobs)) if k not in ended]
+        try:
+            sampled = pipe.generate_batch([results[k] for k in batch], [PipelineJob(jobs[k].id, jobs[k].owner)
+                                                                         for k in batch],
+                                          progress=[leaving(k) for k in batch], on_latents=previews)
+        except Exception as e:   # the batch as a whole failed: each job concludes with the error
+            sampled = [e] * len(batch)
+        for k, r in zip(batch, sampled):
+            results[k] = r
+        done = next((r for r in sampled if hasattr(r, "timings")), None)
+        if done is not None:
+            self._count(done.timings, [jobs[k] for k in batch], int(done.timings.get("batch_images", 0)))
+        log.info("batch sampled", extra={"worker": self.id, "jobs": len(batch), "images": sum(images)})
+        for k in batch:
+            if k not in ended:
+                r = results[k]
+                ended[k] = self._conclude(jobs[k], r if isinstance(r, Exception) and not _is_refused(r)
+                                          else job_outputs(r), seconds[k], limits[k])
+        return [ended[k] for k in range(len(jobs))]
+
+    def _count(self, timings: dict, jobs: list[Job], images: int) -> None:
+        if "sample" in timings:
+            self.stats["batches"] += 1
+            self.stats["batched_jobs"] += len(jobs)
+            self.stats["sampled_images"] += images
+            self.stats["sample_s"] += timings["sample"]
+
+    def _conclude(self, job: Job, result: JobOutputs | Exception, seconds: Callable[[], float],
+                  limit: float) -> JobStatus | None:
+        """Commit a job's outputs once (as the lease holder), or end or retry it as its exception says."""
+        outputs: list[dict] = []
+        try:
+            if isinstance(result, Exception):
+                raise result
             if result.refused is not None:
-                return self._end(job, JobStatus.REFUSED, t0, verdicts=result.verdicts, error=result.refused.get(
+                return self._end(job, JobStatus.REFUSED, seconds, verdicts=result.verdicts, error=result.refused.get(
                     "reason", "refused by the safety policy"))
             outputs = self._store(job, result)
             with self.sessions() as s, s.begin():
-                ok = commit_outputs(s, job, self.id, outputs, result.verdicts, time.perf_counter() - t0)
+                ok = commit_outputs(s, job, self.id, outputs, result.verdicts, seconds())
             if not ok:
                 raise LeaseLost()
             self._audit(result)
             log.info("job succeeded", extra={"job": job.id, "worker": self.id, "images": len(outputs),
-                                             "seconds": round(time.perf_counter() - t0, 3)})
+                                             "seconds": round(seconds(), 3)})
             return JobStatus.SUCCEEDED
         except LeaseLost:
             self._discard(outputs)
             log.warning("lease lost: outputs discarded", extra={"job": job.id, "worker": self.id})
             return None
         except JobCancelled:
-            return self._end(job, JobStatus.CANCELLED, t0)
+            return self._end(job, JobStatus.CANCELLED, seconds)
         except JobTimeout:
-            return self._end(job, JobStatus.FAILED, t0, error=f"the job ran past its time limit of {limit:g} s: "
+            return self._end(job, JobStatus.FAILED, seconds, error=f"the job ran past its time limit of {limit:g} s: "
                              "ask for fewer steps, images or pixels, or a longer timeout_s")
         except WorkerStopping:   # not the job's fault: requeued without using up an attempt's budget
-            return self._retry(job, t0, "the worker stopped", delay_s=0.0, counted=False)
+            return self._retry(job, seconds, "the worker stopped", delay_s=0.0, counted=False)
         except ValueError as e:   # RequestError included: input that only the model can judge
-            return self._end(job, JobStatus.FAILED, t0, error=str(e))
+            return self._end(job, JobStatus.FAILED, seconds, error=str(e))
         except TRANSIENT + (OSError,) as e:
             self._discard(outputs)
-            return self._retry(job, t0, f"{type(e).__name__}: {e}")
+            return self._retry(job, seconds, f"{type(e).__name__}: {e}")
         except Exception as e:
             self._discard(outputs)
             log.exception("job failed", extra={"job": job.id, "worker": self.id})
-            return self._end(job, JobStatus.FAILED, t0, error=f"internal error ({type(e).__name__}): {e}")
-
+            return self._end(job, JobStatus.FAILED, seconds, error=f"internal error ({type(e).__name__}): {e}")
     def _callbacks(self, job_id: str, lost: threading.Event, deadline: float, limit: float):
         state = {"last": 0.0, "last_preview": 0.0, "preview": None}
 
@@ -336,23 +514,28 @@ class Worker:
         for out in outputs:
             self.storage.delete_prefix(out["key"])
 
-    def _end(self, job: Job, target: JobStatus, t0: float, **values) -> JobStatus | None:
+    def _end(self, job: Job, target: JobStatus, seconds: Callable[[], float], **values) -> JobStatus | None:
         with self.sessions() as s, s.begin():
-            ok = end_attempt(s, job.id, self.id, target, time.perf_counter() - t0, **values)
+            ok = end_attempt(s, job.id, self.id, target, seconds(), **values)
         log.info(f"job {target.value}", extra={"job": job.id, "worker": self.id, "error": values.get("error")})
         return target if ok else None
 
-    def _retry(self, job: Job, t0: float, reason: str, delay_s: float | None = None,
+    def _retry(self, job: Job, seconds: Callable[[], float], reason: str, delay_s: float | None = None,
                counted: bool = True) -> JobStatus | None:
         """Back on the queue after `delay_s` (default: exponential backoff), or failed when out of attempts."""
         if counted and job.attempts >= job.max_attempts:
-            return self._end(job, JobStatus.FAILED, t0, error=f"failed on each of {job.attempts} attempts; "
+            return self._end(job, JobStatus.FAILED, seconds, error=f"failed on each of {job.attempts} attempts; "
                              f"last: {reason}")
         if delay_s is None:
             delay_s = RETRY_BASE_S * 2 ** (job.attempts - 1)
         extra = {} if counted else {"attempts": Job.attempts - 1}
-        status = self._end(job, JobStatus.QUEUED, t0, error=reason, **extra)
+        status = self._end(job, JobStatus.QUEUED, seconds, error=reason, **extra)
         if status is not None:
             self.queue.put(job.id, job.priority, delay_s)
             log.warning("job requeued", extra={"job": job.id, "reason": reason, "delay_s": delay_s})
         return status
+
+
+def _is_refused(e: Exception) -> bool:
+    from conjure.pipelines.product import Refused
+    return isinstance(e, Refused)
