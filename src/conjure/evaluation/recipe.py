@@ -1,0 +1,67 @@
+"""Recipes of the evaluation networks (kind: feature_classifier or clip), read from recipes/*.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from conjure.training.recipe import Recipe
+
+ALL_SOURCES = ["noto", "twemoji", "mdi", "tabler", "lucide", "bootstrap", "fashion_mnist"]
+
+
+@dataclass
+class FeatureRecipe:
+    """The shared-trunk, many-head classifier whose features serve FID/KID/IS/precision-recall."""
+
+    name: str
+    kind: str = "feature_classifier"
+    sources: list[str] = field(default_factory=lambda: list(ALL_SOURCES))
+    heads: list[str] = field(default_factory=lambda: ["source", "emoji_category", "emoji_subcategory", "skin_tone",
+                                                      "gender", "mdi_category", "tabler_category", "fashion_class"])
+    preset: str = "small"
+    fashion_per_epoch: int = 10_000          # Fashion-MNIST items drawn afresh each epoch (it has 57k)
+    epochs: int = 3
+    batch: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    max_shift: int = 3                       # augmentation: random translation in pixels
+    save_every_steps: int = 100
+    threads: int = 2
+    seed: int = 0
+
+    load = classmethod(Recipe.load.__func__)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ClipRecipe:
+    """A small CLIP: CNN image tower, MLP text tower over frozen MiniLM pooled vectors, InfoNCE loss."""
+
+    name: str
+    kind: str = "clip"
+    sources: list[str] = field(default_factory=lambda: list(ALL_SOURCES))
+    preset: str = "small"
+    embed_dim: int = 256
+    text_hidden: int = 512
+    captions_per_item: int = 6               # a random one of the first k captions per step
+    fashion_items: int = 3000                # Fashion-MNIST has ten captions' worth of concepts
+    init_trunk_from: str = ""                # a conjure-features folder to warm-start the image trunk; "" = none
+    epochs: int = 4
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    max_shift: int = 3
+    save_every_steps: int = 50
+    threads: int = 2
+    seed: int = 0
+
+    load = classmethod(Recipe.load.__func__)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+EVAL_RECIPES = {"feature_classifier": FeatureRecipe, "clip": ClipRecipe}

