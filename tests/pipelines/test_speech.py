@@ -75,12 +75,14 @@ def test_piper_round_trip_is_signed_audited_and_never_imports_piper(pipe):
     assert speech.verdict["allowed"] is True
 
 
-def test_warm_voice_process_is_reused(pipe):
+def test_warm_voice_process_is_reused_and_streams_clause_by_clause(pipe):
     proc = pipe.voice_process(get_voice("joe"))
     pipe("First call.", voice="joe")
-    pid = proc._proc.pid
-    pipe("Second call.", voice="joe", speed=1.5)
-    assert proc._proc.pid == pid
+    pid = proc.pid
+    text = "One clause here, another clause there; and a last one."
+    pieces = list(pipe.stream(text, get_voice("joe"), speed=1.5))
+    assert proc.pid == pid and len(pieces) == len(split_clauses(text)) == 3
+    assert all(rate == 22050 and len(pcm) > 0.3 * rate for pcm, rate in pieces)
 
 
 def test_every_openai_format_through_ffmpeg(pipe):
