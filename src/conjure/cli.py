@@ -228,6 +228,29 @@ def train(
 
 
 @app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A built-in or added model name.")],
+    suite: Annotated[str, typer.Option(help="A prompt suite under conjure/evaluation/suites/.")] = "heldout",
+    n: Annotated[int, typer.Option(help="Images to generate (prompts repeat with new seeds).")] = 200,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default: evaluations/MODEL-SUITE-N).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (default: the model's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
+) -> None:
+    """Generate a prompt suite's images and write a report folder (metrics.json, report.md, samples.png):
+    fid_conjure / kid_conjure / is_conjure / precision-recall beside the real-vs-real floor, class accuracy and
+    CLIP R@1."""
+    from conjure.evaluation.report import evaluate as run_evaluation
+    if n < 2:
+        fail("--n must be at least 2")
+    out = out or Path("evaluations") / f"{model}-{suite}-{n}"
+    try:
+        run_evaluation(model, suite, n, out, steps=steps, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(str(out / "report.md"))
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback needs CONJURE_REQUIRE_AUTH=true.")]
     = "127.0.0.1",

@@ -1,0 +1,163 @@
+"""`conjure evaluate MODEL`: generate a prompt suite's images and write a report folder (metrics.json,
+report.md, samples.png) with every number beside its real-data floor.
+
+Prompt suites are JSON-lines data files under conjure/evaluation/suites/ ({"prompt", "source", "labels"});
+the held-out suite holds canonical captions of test-split items only (concepts never trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SUITES_DIR = Path(__file__).parent / "suites"
+MODEL_SOURCES = ["noto", "twemoji", "mdi", "tabler", "lucide", "bootstrap"]
+
+
+def read_suite(name: str) -> list[dict]:
+    path = SUITES_DIR / f"{name}.jsonl"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.jsonl"))) or "none"
+        raise ValueError(f"unknown prompt suite '{name}'; choose from: {known}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_heldout_suite(sources: list[str] = MODEL_SOURCES, per_source: int = 100, seed: int = 0,
+                        path: Path | None = None) -> Path:
+    """Draw `per_source` distinct canonical captions of test-split items per source into suites/heldout.jsonl."""
+    from conjure.data import load_source
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in sources:
+        recs = load_source(s, "test").records
+        first: dict[str, dict] = {}
+        for r in recs:
+            first.setdefault(r["captions"][0], r)
+        caps = sorted(first)
+        for c in sorted(rng.choice(caps, min(per_source, len(caps)), replace=False).tolist()):
+            rows.append({"prompt": c, "source": s, "labels": first[c]["labels"], "split": "test"})
+    path = path or SUITES_DIR / "heldout.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch: int = 16) -> torch.Tensor:
+    """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64). The guard (screening, watermark,
+    C2PA) is left off: these images are measured, not delivered."""
+    from conjure.data.build import resize_images
+    from conjure.pipelines import load_pipeline
+    from conjure.pipelines.product import Job
+    from conjure.pipelines.request import GenerationRequest
+    pipe = load_pipeline(model, responsible=False)
+    out = []
+    for i in range(0, len(prompts), batch):
+        reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps) for j, p in enumerate(prompts[i:i + batch])]
+        for res in pipe.generate_batch(reqs, [Job() for _ in reqs]):
+            if isinstance(res, Exception):
+                raise res
+            out.append(np.asarray(res.images[0].convert("RGB")))
+    images = resize_images(np.stack(out), 64)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str], pool: dict[str, list[str]],
+             seed: int) -> dict:
+    """Per source: R@1 of each image for its own prompt among 100 distinct captions of that source (its prompt
+    plus 99 others drawn from `pool`; ties count as misses)."""
+    from conjure.evaluation.clip import embed_images, recall_at_k, text_vectors
+    rng = np.random.default_rng(seed)
+    img = embed_images(clip, images)
+    out: dict[str, dict] = {}
+    for s in sorted(set(sources)):
+        idx = [i for i, src in enumerate(sources) if src == s]
+        hits = []
+        for i in idx:
+            others = [c for c in pool[s] if c != prompts[i]]
+            cands = [prompts[i]] + rng.choice(others, min(99, len(others)), replace=False).tolist()
+            with torch.no_grad():
+                txt = clip.encode_text(text_vectors(cands))
+            hits.append(recall_at_k(img[i:i + 1] @ txt.t(), torch.tensor([0]))["r1"])
+        out[s] = {"r1": round(float(np.mean(hits)), 4), "n": len(idx), "n_captions": min(100, len(pool[s]))}
+    return out
+
+
+def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = None, seed: int = 0) -> dict:
+    """Generate n images over the suite's prompts and measure them against the test split with a floor."""
+    from conjure.data.show import save_contact_sheet
+    from conjure.evaluation.data import label_tensor, load_image_set
+    from conjure.evaluation.metrics import class_accuracy, image_set_metrics, load_feature_net, reference_sets
+    from conjure.models.clip import ClipModel
+    from conjure.config import BUILTIN_MODELS_DIR
+    torch.set_num_threads(1)
+    rows = read_suite(suite)
+    rows = [rows[i % len(rows)] for i in range(n)]
+    prompts, sources = [r["prompt"] for r in rows], [r["source"] for r in rows]
+    suite_sources = sorted(set(sources))
+    # 1. generate (timed separately from the metrics)
+    t0 = time.time()
+    fake = generate(model, prompts, seed, steps)
+    gen_seconds = time.time() - t0
+    # 2. image-set metrics against the test split, and the floor: validation against test at equal n
+    t1 = time.time()
+    net = load_feature_net()
+    test, val, _, val_rec = reference_sets(suite_sources, n, seed)
+    m = len(test)
+    metrics = {"model": model, "suite": suite, "n_samples": n, "seed": seed, "steps": steps,
+               "generation_seconds": round(gen_seconds, 1)}
+    metrics["generated"] = image_set_metrics(net, test, fake[:m])   # the same n as the floor
+    metrics["floor"] = image_set_metrics(net, test, val)
+    # 3. class accuracy of generated images for the labels their prompts carry, beside real validation images
+    records = [{"source": s, "labels": r["labels"]} for s, r in zip(sources, rows)]
+    metrics["class_accuracy"] = class_accuracy(net, fake, label_tensor(records, net.config.heads))
+    metrics["class_accuracy_real"] = class_accuracy(net, val, label_tensor(val_rec, net.config.heads))
+    # 4. CLIP R@1 among 100 distinct captions of the same source, generated and real (test images)
+    clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
+    pool: dict[str, list[str]] = {}
+    for r in read_suite(suite):
+        pool.setdefault(r["source"], []).append(r["prompt"])
+    metrics["clip_r1_generated"] = _clip_r1(clip, fake, prompts, sources, pool, seed)
+    real = load_image_set(suite_sources, "test")
+    by_caption = {}
+    for i, r in enumerate(real.records):
+        by_caption.setdefault(r["captions"][0], i)
+    have = [i for i, p in enumerate(prompts) if p in by_caption]
+    metrics["clip_r1_real"] = _clip_r1(clip, real.images[[by_caption[prompts[i]] for i in have]],
+                                       [prompts[i] for i in have], [sources[i] for i in have], pool, seed)
+    metrics["metric_seconds"] = round(time.time() - t1, 1)
+    # 5. the report folder
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    grid = fake[:32].permute(0, 2, 3, 1).numpy()
+    save_contact_sheet(out_dir / "samples.png", list(grid), prompts[:32])
+    (out_dir / "report.md").write_text(report_markdown(metrics))
+    return metrics
+
+
+def report_markdown(m: dict) -> str:
+    keys = ["fid_conjure", "kid_conjure", "is_conjure", "precision_conjure", "recall_conjure"]
+    g, f = m["generated"], m["floor"]
+    lines = [f"# Evaluation of {m['model']} on the '{m['suite']}' suite", "",
+             f"{m['n_samples']} generated images (seed {m['seed']}, steps {m['steps'] or 'model default'}), measured "
+             f"at 64x64 with conjure-features against {g['n_real']} test-split images; the floor is "
+             f"{f['n_fake']} validation-split images against the same test images. Generation "
+             f"{m['generation_seconds']} s, metrics {m['metric_seconds']} s. Metrics named `_conjure` use "
+             "conjure's own features, not Inception-v3.", "",
+             "| metric | generated | 95% CI | real floor | 95% CI |", "|---|---|---|---|---|"]
+    for k in keys:
+        lines.append(f"| {k} | {g[k]:.4g} | {g['ci95'].get(k, '')} | {f[k]:.4g} | {f['ci95'].get(k, '')} |")
+    lines += ["", "## Class accuracy (classifier heads on the labels each prompt carries)", "",
+              "| head | generated | real (validation) |", "|---|---|---|"]
+    for h, v in m["class_accuracy"].items():
+        lines.append(f"| {h} | {v:.3f} | {m['class_accuracy_real'].get(h, float('nan')):.3f} |")
+    lines += ["", "## CLIP R@1 among 100 distinct captions of the same source (ties are misses)", "",
+              "| source | generated | real test images |", "|---|---|---|"]
+    for s, v in m["clip_r1_generated"].items():
+        lines.append(f"| {s} | {v['r1']:.3f} (n={v['n']}) | {m['clip_r1_real'].get(s, {}).get('r1', float('nan')):.3f} |")
+    lines += ["", "![samples](samples.png)", ""]
+    return "\n".join(lines)
