@@ -6,6 +6,7 @@ import random
 import re
 
 import numpy as np
+import yaml
 
 from conjure.safety import dataset as ds
 from conjure.safety.classifier import embed
@@ -33,6 +34,23 @@ def test_groups_are_never_split():
 def test_generation_is_deterministic():
     a, b = ds.generate(seed=0), ds.generate(seed=0)
     assert [x.prompt for x in a] == [x.prompt for x in b]
+
+
+def test_train_only_categories_are_never_held_out(tmp_path):
+    """A category marked train_only keeps every group in train; `count` sets how many it generates."""
+    spec = {"version": 1, "categories": {
+        "extra": {"label": "benign", "train_only": True, "count": 40, "slots": {"x": [str(i) for i in range(50)]},
+                  "templates": [f"a {{x}} thing {i}" for i in range(8)]},
+        "plain": {"label": "benign", "slots": {"x": [str(i) for i in range(50)]},
+                  "templates": [f"a {{x}} item {i}" for i in range(8)]}}}
+    path = tmp_path / "prompts.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    examples = ds.generate(path)
+    assert ds.train_only_categories(path) == {"extra"}
+    assert sum(e.group.startswith("extra/") for e in examples) == 40
+    ds.assign_groups(examples, ds.train_only_categories(path))
+    assert {e.split for e in examples if e.group.startswith("extra/")} == {"train"}
+    assert {e.split for e in examples if e.group.startswith("plain/")} == {"train", "heldout"}
 
 
 def test_drop_near_duplicates_marks_close_heldout_prompts():

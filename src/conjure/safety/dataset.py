@@ -1,6 +1,7 @@
 """The labelled prompt dataset: templates x slot fillers (data/prompts.yaml), split by template group.
 
-Every template is one group and a group lands wholly in train or held-out. Held-out prompts
+Every template is one group and a group lands wholly in train or held-out; a category marked
+`train_only` keeps all its groups in train, so adding it leaves the evaluated set unchanged. Held-out prompts
 within MiniLM cosine `MAX_HELDOUT_COSINE` of any training prompt are dropped, so that held-out
 numbers measure generalisation rather than near-copies. The built dataset is written to
 data/dataset.jsonl (prompt, label, group, kind, split) and read back from there.
@@ -56,7 +57,7 @@ def generate(templates_path: Path = TEMPLATES_PATH, seed: int = 0) -> list[Examp
             raise ValueError(f"{templates_path}: category {cat} has unknown label {label!r}")
         kind = "prohibited" if label != "benign" else ("benign" if cat == "benign" else "hard_benign")
         templates = d["templates"]
-        share = PER_CATEGORY.get(cat, DEFAULT_PER_CATEGORY) // len(templates)
+        share = int(d.get("count", PER_CATEGORY.get(cat, DEFAULT_PER_CATEGORY))) // len(templates)
         for i, template in enumerate(templates):
             missing = set(_SLOT.findall(template)) - set(d["slots"])
             if missing:
@@ -70,8 +71,16 @@ def generate(templates_path: Path = TEMPLATES_PATH, seed: int = 0) -> list[Examp
     return out
 
 
-def assign_groups(examples: list[Example]) -> None:
-    """Mark whole template groups as train or heldout (about HELDOUT_FRACTION of each category)."""
+def train_only_categories(templates_path: Path = TEMPLATES_PATH) -> frozenset[str]:
+    """The template categories marked `train_only: true` (never held out, never evaluated)."""
+    spec = yaml.safe_load(templates_path.read_text(encoding="utf-8"))
+    return frozenset(cat for cat, d in spec["categories"].items() if d.get("train_only", False))
+
+
+def assign_groups(examples: list[Example], train_only: frozenset[str] | None = None) -> None:
+    """Mark whole template groups as train or heldout (about HELDOUT_FRACTION of each category
+    that is not in `train_only`; None reads the train-only categories from the templates file)."""
+    train_only = train_only_categories() if train_only is None else train_only
     by_cat: dict[str, list[str]] = {}
     for ex in examples:
         cat = ex.group.split("/")[0]
@@ -79,7 +88,7 @@ def assign_groups(examples: list[Example]) -> None:
             by_cat[cat].append(ex.group)
     heldout: set[str] = set()
     for cat, groups in by_cat.items():
-        if cat == "builtin":
+        if cat == "builtin" or cat in train_only:
             continue
         ranked = sorted(groups, key=lambda g: hashlib.sha1(g.encode()).hexdigest())
         k = max(2, round(HELDOUT_FRACTION * len(groups))) if len(groups) > 3 else 0

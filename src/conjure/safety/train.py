@@ -167,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def count_splits(examples: list[ds.Example]) -> dict:
     counts: dict = {}
+    train_only = ds.train_only_categories()
     for ex in examples:
         key = ex.label if ex.kind != "hard_benign" else "benign (hard)"
+        cat = ex.group.split("/")[0]
+        key = f"{ex.label} (train-only group {cat})" if cat in train_only and ex.kind != "typo" else key
         key = {"builtin": "benign (built-in captions)", "typo": f"{ex.label} (misspelled copies)"}.get(ex.kind, key)
         counts.setdefault(key, {}).setdefault(ex.split, 0)
         counts[key][ex.split] += 1
@@ -181,7 +184,8 @@ def write_card(folder: Path, recipe: Recipe, metrics: dict, counts: dict) -> Non
     recall = "\n".join(f"| {k[7:]} | {v:.3f} |" for k, v in metrics.items() if k.startswith("recall_"))
     (folder / "README.md").write_text(CARD.format(
         hidden=recipe.hidden, rows=rows, recall=recall, flagged=metrics["prohibited_flagged"], hard=metrics["hard_benign_flagged"],
-        recipe=yaml.safe_dump(recipe.__dict__, sort_keys=False).strip(), cos=ds.MAX_HELDOUT_COSINE))
+        recipe=yaml.safe_dump(recipe.__dict__, sort_keys=False).strip(), cos=ds.MAX_HELDOUT_COSINE,
+        train_only=", ".join(f"`{c}`" for c in sorted(ds.train_only_categories())) or "none"))
 
 
 CARD = """# safety-prompt
@@ -199,7 +203,8 @@ quarter per category). Held-out prompts within MiniLM cosine {cos} of any traini
 dropped (the test suite checks this). Training adds one misspelled copy of each prohibited
 training prompt and benign captions sampled from the train split of the built-in emoji and icon
 datasets (so their vocabulary, "pistol", "bomb", "syringe", "coffin", stays allowed). The
-generated set is `src/conjure/safety/data/dataset.jsonl`.
+generated set is `src/conjure/safety/data/dataset.jsonl`. Categories marked `train_only: true` keep
+every group in train and never enter an evaluated number (in this model: {train_only}).
 
 | label | train | held-out | dropped |
 |---|---|---|---|
