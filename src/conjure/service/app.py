@@ -25,6 +25,7 @@ from conjure.service.jobs import Job, JobStatus
 from conjure.service.metrics import Metrics
 from conjure.service.queue import make_queue
 from conjure.service.retention import RetentionSweeper
+from conjure.service.screening import warm_screens
 from conjure.service.signing import server_secret
 from conjure.service.storage import make_storage
 
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
         log.info("server starting", extra={"requeued": requeue_waiting(ctx), "workers": workers})
         procs = WorkerProcesses(workers)
         procs.start()
+        warm_screens()   # while the workers load their models
         sweeper = RetentionSweeper(ctx.sessions, ctx.storage, settings.retention_days, settings.retention_sweep_s)
         sweeper.start()
         try:

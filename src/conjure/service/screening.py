@@ -21,6 +21,12 @@ def policy_screen(spec: dict) -> dict | None:
 PROMPT_SCREENS: list[PromptScreen] = [policy_screen]
 
 
+def warm_screens() -> None:
+    """Load the screens' models before the first request: concurrent first requests would otherwise import
+    transformers from several threads at once, which fails ("cannot import name 'AutoModel'")."""
+    screen_prompt({"prompt": "a red apple"})
+
+
 def screen_prompt(spec: dict) -> tuple[list[dict], dict | None]:
     """All verdicts on the prompt, and the first one that refuses it (None: the job may run)."""
     verdicts = [v for v in (screen(spec) for screen in PROMPT_SCREENS) if v is not None]
