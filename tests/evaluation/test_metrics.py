@@ -80,9 +80,9 @@ def test_swapping_class_labels_lowers_class_accuracy(net, real):
     right = class_accuracy(net, images, labels)
     g = torch.Generator().manual_seed(0)
     swapped = class_accuracy(net, images, {h: y[torch.randperm(len(y), generator=g)] for h, y in labels.items()})
-    assert right["source"] > 0.8
+    assert right["emoji_category"] > 0.8             # these tiny-cache items are mostly training items
     for h in right:
-        assert swapped[h] < right[h], h
+        assert swapped[h] < right[h] - 0.1, h
 
 
 def test_inception_style_score_rewards_confident_diverse_predictions():

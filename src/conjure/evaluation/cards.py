@@ -66,8 +66,10 @@ def write_clip_card(folder: Path, recipe, metrics: dict) -> Path:
     rows = "\n".join(
         f"| {s} | {v['r1']:.3f} | {v['r5']:.3f} | {v['n_captions']} | {v['chance_r1']:.3f} | "
         f"{metrics['validation'].get(s, {}).get('r1', '—')} |" for s, v in metrics["test"].items())
-    warm = (f"image trunk warm-started from `{recipe.init_trunk_from}` (trained on the same training split)"
-            if recipe.init_trunk_from else "image trunk trained from scratch")
+    init = Path(recipe.init_trunk_from) / "model.safetensors" if recipe.init_trunk_from else None
+    warm = (f"image trunk warm-started from `{recipe.init_trunk_from}` with weights sha256 "
+            f"`{file_hash(init)[:16]}…` (trained on the same training split)"
+            if init and init.is_file() else "image trunk trained from scratch")
     text = f"""# conjure-clip
 
 conjure's small CLIP, for CLIP score, caption retrieval (R@1 / R@5) and prompt adherence. Image tower: a small

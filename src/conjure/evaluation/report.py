@@ -46,6 +46,17 @@ def write_heldout_suite(sources: list[str] = MODEL_SOURCES, per_source: int = 10
     return path
 
 
+def interleave(rows: list[dict], seed: int = 0) -> list[dict]:
+    """Suite rows shuffled within each source, then taken round-robin across sources, so that the first n
+    prompts cover every source evenly."""
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[dict]] = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r)
+    queues = [[group[i] for i in rng.permutation(len(group))] for _, group in sorted(by_source.items())]
+    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+
+
 def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch: int = 16) -> torch.Tensor:
     """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64). The guard (screening, watermark,
     C2PA) is left off: these images are measured, not delivered."""
@@ -68,21 +79,24 @@ def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch
 def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str], pool: dict[str, list[str]],
              seed: int) -> dict:
     """Per source: R@1 of each image for its own prompt among 100 distinct captions of that source (its prompt
-    plus 99 others drawn from `pool`; ties count as misses)."""
+    plus 99 others drawn from `pool`; ties count as misses). The pool's text embeddings are computed once."""
     from conjure.evaluation.clip import embed_images, recall_at_k, text_vectors
     rng = np.random.default_rng(seed)
     img = embed_images(clip, images)
     out: dict[str, dict] = {}
     for s in sorted(set(sources)):
+        caps = sorted(set(pool[s]))
+        index = {c: j for j, c in enumerate(caps)}
+        with torch.no_grad():
+            txt = clip.encode_text(text_vectors(caps))                      # (M, E)
         idx = [i for i, src in enumerate(sources) if src == s]
         hits = []
         for i in idx:
-            others = [c for c in pool[s] if c != prompts[i]]
-            cands = [prompts[i]] + rng.choice(others, min(99, len(others)), replace=False).tolist()
-            with torch.no_grad():
-                txt = clip.encode_text(text_vectors(cands))
-            hits.append(recall_at_k(img[i:i + 1] @ txt.t(), torch.tensor([0]))["r1"])
-        out[s] = {"r1": round(float(np.mean(hits)), 4), "n": len(idx), "n_captions": min(100, len(pool[s]))}
+            own = index[prompts[i]]
+            others = [j for j in range(len(caps)) if j != own]
+            cand = [own] + rng.choice(others, min(99, len(others)), replace=False).tolist()
+            hits.append(recall_at_k(img[i:i + 1] @ txt[cand].t(), torch.tensor([0]))["r1"])
+        out[s] = {"r1": round(float(np.mean(hits)), 4), "n": len(idx), "n_captions": min(100, len(caps))}
     return out
 
 
@@ -94,7 +108,7 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     from conjure.models.clip import ClipModel
     from conjure.config import BUILTIN_MODELS_DIR
     torch.set_num_threads(1)
-    rows = read_suite(suite)
+    rows = interleave(read_suite(suite), seed)
     rows = [rows[i % len(rows)] for i in range(n)]
     prompts, sources = [r["prompt"] for r in rows], [r["source"] for r in rows]
     suite_sources = sorted(set(sources))
