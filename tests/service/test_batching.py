@@ -21,6 +21,7 @@ from conjure.service.core import compute_cost
 from conjure.service.jobs import Charge, Job, JobStatus, claim, claim_companions, new_job, record_stats
 from conjure.service.retention import sweep
 from conjure.service.storage import make_storage
+from conjure.service import worker as worker_mod
 from conjure.service.worker import ModelCache, Worker
 
 from .conftest import FAST, MODEL, make_settings
@@ -97,6 +98,27 @@ def test_a_batch_of_jobs_commits_each_once_with_its_own_outputs_charge_and_audit
     for name in ("conjure_queue_depth", "conjure_job_latency_seconds_bucket", "conjure_worker_utilisation",
                  "conjure_model_cache_hits_total", "conjure_sampled_images_total", "conjure_sample_seconds_total"):
         assert name in metrics
+
+
+def test_a_job_cancelled_mid_batch_ends_cancelled_and_the_others_commit(home, monkeypatch):
+    client, settings = home
+    _clear(settings)
+    ids = [client.post("/v1/jobs", json={"prompt": p, **FAST}).json()["id"] for p in ("one", "two", "three")]
+    real = worker_mod.claim_companions
+
+    def claim_then_cancel(s, lead, *a, **kw):   # the owner cancels the second job just after the batch forms
+        picked = real(s, lead, *a, **kw)
+        s.query(Job).filter(Job.id == ids[1]).update({"cancel_requested": True})
+        return picked
+    monkeypatch.setattr(worker_mod, "claim_companions", claim_then_cancel)
+    worker = Worker(settings, queue=client.app.state.ctx.queue)
+    worker.warm(MODEL)
+    assert worker.execute(worker.take()) == JobStatus.SUCCEEDED
+    jobs = [client.get(f"/v1/jobs/{i}").json() for i in ids]
+    assert [j["status"] for j in jobs] == ["succeeded", "cancelled", "succeeded"]
+    assert jobs[1]["outputs"] == [] and all(len(jobs[k]["outputs"]) == 1 for k in (0, 2))
+    with session_factory(settings.db_url)() as s:
+        assert s.scalar(select(func.count()).select_from(Charge).where(Charge.job_id == ids[1])) == 0
 
 
 def test_affinity_prefers_the_loaded_model_and_falls_back_to_the_queue(home):
