@@ -214,7 +214,8 @@ def train(
     except ValueError as e:
         fail(str(e))
     if dry_run:
-        typer.echo(json.dumps(rec.to_dict(), indent=1))
+        import dataclasses
+        typer.echo(json.dumps(dataclasses.asdict(rec), indent=1, default=str))
         return
     settings = get_settings()
     if init_from is not None and not (init_from / "unet").is_dir():

@@ -203,7 +203,7 @@ def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_mo
                 return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_for(ready, 90, "conjure serve to be ready", every=0.3)
+        wait_for(ready, 180, "conjure serve to be ready", every=0.3)
         job_id = httpx.post(f"{url}/v1/jobs", json={"prompt": "hello", **FAST}).json()["id"]
         wait_for(lambda: httpx.get(f"{url}/v1/jobs/{job_id}").json()["status"] == "succeeded", 60, "the job")
     finally:

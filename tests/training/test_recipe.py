@@ -22,7 +22,7 @@ def test_the_conjure_tiny_recipe():
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_committed_recipe_loads_and_names_known_parts(path):
     r = load_any_recipe(path)
-    assert set(r.sources) <= set(SOURCES)
+    assert set(getattr(r, "sources", [])) <= set(SOURCES)   # the safety classifier trains on text alone
     if isinstance(r, Recipe):
         assert r.unet_preset in UNET_PRESETS
         assert (REPO_ROOT / r.sample_prompts).is_file()

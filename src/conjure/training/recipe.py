@@ -81,8 +81,13 @@ def load_any_recipe(path: str | Path, images: int | None = None):
         return EVAL_RECIPES[kind].load(path)
     if kind == "vae":
         return VAERecipe.load(path)
+    if kind == "safety-prompt":   # the prompt classifier of the safety policy (trained on text, not images)
+        from conjure.safety.train import load_recipe
+        recipe = load_recipe(path)
+        recipe.kind, recipe.path = kind, path
+        return recipe
     if kind != "latent_diffusion":
-        raise ValueError(f"unknown recipe kind '{kind}' in {path}; expected latent_diffusion, vae, "
+        raise ValueError(f"unknown recipe kind '{kind}' in {path}; expected latent_diffusion, vae, safety-prompt, "
                          f"{' or '.join(EVAL_RECIPES)}")
     return Recipe.load(path, images=images)
 
@@ -94,6 +99,11 @@ def run_recipe(recipe, settings, resume: Path | None = None, max_minutes: float 
 
     from conjure.training.loop import new_run_dir, train
     from conjure.training.vae import train_vae
+    if recipe.kind == "safety-prompt":   # writes models/safety-prompt (its own held-out report included)
+        from conjure.safety.train import main as train_safety
+        from conjure.safety.classifier import MODEL_DIR
+        train_safety([str(recipe.path)] + (["--out", str(export)] if export else []))
+        return Path(export) if export else MODEL_DIR
     run_dir = Path(resume) if resume else new_run_dir(settings.runs_dir, recipe.name)
     if resume and not run_dir.is_dir():
         raise ValueError(f"cannot resume: {run_dir} is not a run directory")
