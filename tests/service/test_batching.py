@@ -18,7 +18,7 @@ from conjure.pipelines.product import Job as PipelineJob
 from conjure.pipelines.request import GenerationRequest
 from conjure.service.app import create_app
 from conjure.service.core import compute_cost
-from conjure.service.jobs import Charge, Job, JobStatus, claim, claim_companions, new_job, record_stats
+from conjure.service.jobs import Charge, Job, JobStatus, claim, claim_companions, new_job
 from conjure.service.retention import sweep
 from conjure.service.storage import make_storage
 from conjure.service import worker as worker_mod
