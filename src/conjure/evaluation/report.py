@@ -57,23 +57,25 @@ def interleave(rows: list[dict], seed: int = 0) -> list[dict]:
     return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
 
 
-def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch: int = 16) -> torch.Tensor:
-    """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64). The guard (screening, watermark,
+def generate(model: str, prompts: list[str], seed: int, steps: int | None,
+             batch: int = 16) -> tuple[torch.Tensor, str]:
+    """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64), and the model's hash. The guard (screening, watermark,
     C2PA) is left off: these images are measured, not delivered."""
     from conjure.data.build import resize_images
     from conjure.pipelines import load_pipeline
     from conjure.pipelines.product import Job
     from conjure.pipelines.request import GenerationRequest
     pipe = load_pipeline(model, responsible=False)
-    out = []
+    out, model_hash = [], ""
     for i in range(0, len(prompts), batch):
         reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps) for j, p in enumerate(prompts[i:i + batch])]
         for res in pipe.generate_batch(reqs, [Job() for _ in reqs]):
             if isinstance(res, Exception):
                 raise res
             out.append(np.asarray(res.images[0].convert("RGB")))
+            model_hash = res.model_hash
     images = resize_images(np.stack(out), 64)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), model_hash
 
 
 def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str], pool: dict[str, list[str]],
@@ -114,14 +116,14 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     suite_sources = sorted(set(sources))
     # 1. generate (timed separately from the metrics)
     t0 = time.time()
-    fake = generate(model, prompts, seed, steps)
+    fake, model_hash = generate(model, prompts, seed, steps)
     gen_seconds = time.time() - t0
     # 2. image-set metrics against the test split, and the floor: validation against test at equal n
     t1 = time.time()
     net = load_feature_net()
     test, val, _, val_rec = reference_sets(suite_sources, n, seed)
     m = len(test)
-    metrics = {"model": model, "suite": suite, "n_samples": n, "seed": seed, "steps": steps,
+    metrics = {"model": model, "model_hash": model_hash, "suite": suite, "n_samples": n, "seed": seed, "steps": steps,
                "generation_seconds": round(gen_seconds, 1)}
     metrics["generated"] = image_set_metrics(net, test, fake[:m])   # the same n as the floor
     metrics["floor"] = image_set_metrics(net, test, val)
@@ -161,8 +163,12 @@ def report_markdown(m: dict) -> str:
              f"at 64x64 with conjure-features against {g['n_real']} test-split images; the floor is "
              f"{f['n_fake']} validation-split images against the same test images. Generation "
              f"{m['generation_seconds']} s, metrics {m['metric_seconds']} s. Metrics named `_conjure` use "
-             "conjure's own features, not Inception-v3.", "",
-             "| metric | generated | 95% CI | real floor | 95% CI |", "|---|---|---|---|---|"]
+             "conjure's own features, not Inception-v3.", ""]
+    if g["n_real"] < 2000:
+        lines += [f"**Preview only:** n = {g['n_real']} is below 2,000 (and FID needs n well above the 256 feature "
+                  "dimensions), so FID and KID are dominated by small-sample bias here; compare them only with the "
+                  "floor at the same n.", ""]
+    lines += ["| metric | generated | 95% CI | real floor | 95% CI |", "|---|---|---|---|---|"]
     for k in keys:
         lines.append(f"| {k} | {g[k]:.4g} | {g['ci95'].get(k, '')} | {f[k]:.4g} | {f['ci95'].get(k, '')} |")
     lines += ["", "## Class accuracy (classifier heads on the labels each prompt carries)", "",
