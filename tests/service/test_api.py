@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -43,7 +44,16 @@ def sse_events(client, job_id: str) -> list[tuple[str, dict]]:
     return events
 
 
-def test_create_stream_progress_and_download_signed_output(live):
+def test_create_stream_progress_and_download_signed_output(live, monkeypatch):
+    # Slow each sampling step down (the worker runs in this process) so that progress rows, written at most
+    # every 0.2 s, and the stream, which polls every 0.25 s, see several steps however fast the machine is.
+    from conjure.pipelines.text_to_image import TextToImagePipeline
+    denoise = TextToImagePipeline.denoise
+
+    def slow_denoise(self, *args, **kwargs):
+        time.sleep(0.3)
+        return denoise(self, *args, **kwargs)
+    monkeypatch.setattr(TextToImagePipeline, "denoise", slow_denoise)
     r = live.client.post("/v1/jobs", json={"prompt": "red apple", "n": 2, "seed": 7, "steps": 6, "size": 256})
     assert r.status_code == 201, r.text
     job = r.json()
