@@ -15,18 +15,11 @@ from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
-from conjure.pipelines.request import GenerationRequest, RequestError
+from conjure.pipelines.request import GenerationRequest
 from conjure.provenance.record import new_job_id
+from conjure.safety.verdict import Refused
 
-
-class Refused(RequestError):
-    """The content policy refused the prompt; `verdict` (a safety Verdict) says which check and why."""
-
-    def __init__(self, verdict):
-        self.verdict = verdict
-        super().__init__(f"the prompt was refused by the content policy (version {verdict.policy_version}): "
-                         f"category {verdict.category}, {verdict.check} check, score {verdict.score:.2f}: "
-                         f"{verdict.reason}. Rephrase the prompt.")
+__all__ = ["Guard", "Job", "Output", "Refused"]
 
 
 @dataclass

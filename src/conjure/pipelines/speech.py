@@ -30,6 +30,9 @@ from typing import Iterator
 import numpy as np
 
 from conjure.pipelines.voices import Voice, check_engine, get_voice, model_hash, model_path
+from conjure.safety.verdict import Refused
+
+__all__ = ["FORMATS", "Refused", "SpeechPipeline", "split_clauses"]
 
 MAX_SPEECH_CHARS = 4000         # what one request may say (the safety screen's own limit)
 MAX_CLAUSE_CHARS = 240          # longer clauses (no punctuation) are cut at word boundaries
@@ -49,16 +52,6 @@ FORMATS = {
 }
 _CLAUSE_BREAK = re.compile(r"(?<=[.!?;:,\u2014])\s+|\s*\n\s*")
 _SENTENCE_END = (".", "!", "?", "\n")
-
-
-class Refused(ValueError):
-    """The content policy refused the text; `verdict` says which check and why."""
-
-    def __init__(self, verdict):
-        self.verdict = verdict
-        super().__init__(f"the text was refused by the content policy (version {verdict.policy_version}): "
-                         f"category {verdict.category}, {verdict.check} check, score {verdict.score:.2f}: "
-                         f"{verdict.reason}. Rephrase the text.")
 
 
 def split_clauses(text: str, max_chars: int = MAX_CLAUSE_CHARS) -> list[str]:
@@ -293,7 +286,7 @@ class SpeechPipeline:
         verdict = self.screen(text)
         timings["screen"] = time.perf_counter() - t
         if verdict.blocked:
-            raise Refused(verdict)
+            raise Refused(verdict, "text")
         # 3. synthesise clause by clause
         t = time.perf_counter()
         pieces = list(self.stream(text, v, speed))

@@ -13,6 +13,7 @@ Nothing loads at import; models load on first use and are reused.
 from conjure.safety.image import screen_image
 from conjure.safety.policy import CATEGORIES, Policy, load_policy
 from conjure.safety.prompt import screen_prompt, screen_prompts
-from conjure.safety.verdict import Verdict
+from conjure.safety.verdict import Refused, Verdict
 
-__all__ = ["CATEGORIES", "Policy", "Verdict", "load_policy", "screen_image", "screen_prompt", "screen_prompts"]
+__all__ = ["CATEGORIES", "Policy", "Refused", "Verdict", "load_policy", "screen_image", "screen_prompt",
+           "screen_prompts"]

@@ -46,3 +46,14 @@ class Verdict:
     @classmethod
     def from_dict(cls, d: dict) -> "Verdict":
         return cls(**d)
+
+
+class Refused(ValueError):
+    """The content policy refused a prompt or a text; `verdict` says which check fired and why. Every
+    entry point raises this one type (images, speech) and answers with the verdict."""
+
+    def __init__(self, verdict: Verdict, subject: str = "prompt"):
+        self.verdict = verdict
+        super().__init__(f"the {subject} was refused by the content policy (version {verdict.policy_version}): "
+                         f"category {verdict.category}, {verdict.check} check, score {verdict.score:.2f}: "
+                         f"{verdict.reason}. Rephrase the {subject}.")
