@@ -47,6 +47,22 @@ def _load_state(path: Path, model, opt) -> tuple[int, float]:
     return int(state["step"]), float(state["seconds"])
 
 
+def _log_and_checkpoint(rec: dict | None, log, state_path: Path, model, opt, step: int, total: int, t0: float,
+                        seconds: float, recipe, max_minutes: float | None, run_dir: Path) -> bool:
+    """Log `rec` (if any), checkpoint on schedule, at the end or out of time; True when the run must stop now."""
+    if rec is not None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        print(rec, flush=True)
+    out_of_time = max_minutes is not None and time.time() - t0 - seconds > max_minutes * 60
+    if step % recipe.save_every_steps == 0 or step == total or out_of_time:
+        _save_state(state_path, model, opt, step, time.time() - t0)
+    if out_of_time and step < total:
+        print(f"stopped at step {step}/{total}; resume with --resume {run_dir}", flush=True)
+        return True
+    return False
+
+
 def _epoch_order(n_fixed: torch.Tensor, pool: torch.Tensor, per_epoch: int, seed: int, epoch: int) -> torch.Tensor:
     """This epoch's item order: every fixed item plus `per_epoch` fresh draws from `pool`, shuffled."""
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -118,17 +134,12 @@ def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | No
         loss.backward()
         opt.step()
         step += 1
+        rec = None
         if step % 20 == 0 or step == total:
             rec = {"step": step, "epoch": epoch, "loss": round(loss.item(), 4), "seconds": round(time.time() - t0, 1),
                    **{f"loss_{h}": round(v.item(), 3) for h, v in losses.items()}}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(rec, flush=True)
-        out_of_time = max_minutes is not None and time.time() - t0 - seconds > max_minutes * 60
-        if step % recipe.save_every_steps == 0 or step == total or out_of_time:
-            _save_state(state_path, model, opt, step, time.time() - t0)
-        if out_of_time and step < total:
-            print(f"stopped at step {step}/{total}; resume with --resume {run_dir}", flush=True)
+        if _log_and_checkpoint(rec, log, state_path, model, opt, step, total, t0, seconds, recipe, max_minutes,
+                               run_dir):
             return None
 
     # --- held-out numbers and the frozen model folder
@@ -237,17 +248,12 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
         loss.backward()
         opt.step()
         step += 1
+        rec = None
         if step % 10 == 0 or step == total:
             rec = {"step": step, "epoch": epoch, "loss": round(loss.item(), 4),
                    "temperature": round(1 / model.logit_scale.exp().item(), 4), "seconds": round(time.time() - t0, 1)}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(rec, flush=True)
-        out_of_time = max_minutes is not None and time.time() - t0 - seconds > max_minutes * 60
-        if step % recipe.save_every_steps == 0 or step == total or out_of_time:
-            _save_state(state_path, model, opt, step, time.time() - t0)
-        if out_of_time and step < total:
-            print(f"stopped at step {step}/{total}; resume with --resume {run_dir}", flush=True)
+        if _log_and_checkpoint(rec, log, state_path, model, opt, step, total, t0, seconds, recipe, max_minutes,
+                               run_dir):
             return None
 
     # --- held-out retrieval and the frozen model folder

@@ -8,16 +8,15 @@ training never runs MiniLM itself.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conjure.models.features import conv_trunk, to_model_input
+from conjure.models.features import conv_trunk, load_folder, save_folder, to_model_input
 
 
 @dataclass
@@ -76,19 +75,8 @@ class ClipModel(nn.Module):
         return (-(t * logits.log_softmax(1)).sum(1).mean() - (tt * logits.t().log_softmax(1)).sum(1).mean()) / 2
 
     def save_pretrained(self, folder: Path, extra: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
-                  str(folder / "model.safetensors"))
-        (folder / "config.json").write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
-        return folder
+        return save_folder(self, folder, extra)
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> "ClipModel":
-        from safetensors.torch import load_file
-        folder = Path(folder)
-        raw = json.loads((folder / "config.json").read_text())
-        model = cls(ClipConfig(**{k: v for k, v in raw.items() if k in ClipConfig.__dataclass_fields__}))
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        return model.eval()
+        return load_folder(cls, ClipConfig, folder)

@@ -17,6 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def save_folder(model: nn.Module, folder: Path, extra: dict | None = None) -> Path:
+    """An evaluation network as a folder: model.safetensors + config.json (its config dataclass + `extra`)."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({**asdict(model.config), **(extra or {})}, indent=1))
+    return folder
+
+
+def load_folder(cls, config_cls, folder: Path):
+    """The inverse of save_folder; keys of config.json that the config does not know (the `extra`) are skipped."""
+    from safetensors.torch import load_file
+    folder = Path(folder)
+    raw = json.loads((folder / "config.json").read_text())
+    model = cls(config_cls(**{k: v for k, v in raw.items() if k in config_cls.__dataclass_fields__}))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval()
+
+
 @dataclass
 class FeatureNetConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])   # channels per stage (each halves H, W)
@@ -88,20 +108,8 @@ class FeatureNet(nn.Module):
 
     # ---------------------------------------------------------------------------- folder format
     def save_pretrained(self, folder: Path, extra: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
-                  str(folder / "model.safetensors"))
-        (folder / "config.json").write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
-        return folder
+        return save_folder(self, folder, extra)
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> "FeatureNet":
-        from safetensors.torch import load_file
-        folder = Path(folder)
-        raw = json.loads((folder / "config.json").read_text())
-        known = FeatureNetConfig.__dataclass_fields__
-        model = cls(FeatureNetConfig(**{k: v for k, v in raw.items() if k in known}))
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        return model.eval()
+        return load_folder(cls, FeatureNetConfig, folder)
