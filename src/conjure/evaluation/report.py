@@ -144,8 +144,10 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     have = [i for i, p in enumerate(prompts) if p in by_caption]
     metrics["clip_r1_real"] = _clip_r1(clip, real.images[[by_caption[prompts[i]] for i in have]],
                                        [prompts[i] for i in have], [sources[i] for i in have], pool, seed)
+    # 5. beside each target: what pure retrieval of training images achieves, and how much is memorised
+    metrics.update(_retrieval_and_memorisation(net, clip, fake, val, real.images, rows, pool, seed))
     metrics["metric_seconds"] = round(time.time() - t1, 1)
-    # 5. the report folder
+    # 6. the report folder
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -153,6 +155,42 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     save_contact_sheet(out_dir / "samples.png", list(grid), prompts[:32])
     (out_dir / "report.md").write_text(report_markdown(metrics))
     return metrics
+
+
+def _retrieval_and_memorisation(net, clip, fake: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
+                                rows: list[dict], pool: dict[str, list[str]], seed: int) -> dict:
+    """The retrieval baseline: for each prompt, the training image of the suite's sources whose canonical
+    caption is nearest (MiniLM pooled vectors, the generator's own text encoder), scored with the same class
+    accuracy and CLIP R@1 as the generated images. The memorisation rate: in conjure-features space, the share
+    of generated images nearer to a training image than to any test-split image; real validation images
+    (neither trained on nor in the test split) measured the same way give the rate an unseen image has."""
+    from conjure.config import get_settings
+    from conjure.evaluation.baselines import memorisation_rate, nearest_captions
+    from conjure.evaluation.clip import text_vectors
+    from conjure.evaluation.data import label_tensor, load_image_set
+    from conjure.evaluation.metrics import class_accuracy, features_of
+    prompts, sources = [r["prompt"] for r in rows], [r["source"] for r in rows]
+    train = load_image_set(sorted(set(sources)), "train")
+    captions = [r["captions"][0] for r in train.records]
+    near = nearest_captions(text_vectors(prompts), text_vectors(captions, get_settings().home / "cache")).tolist()
+    retrieved = train.images[near]
+    labels = label_tensor([{"source": s, "labels": r["labels"]} for s, r in zip(sources, rows)], net.config.heads)
+    f_train, f_test = features_of(net, train.images), features_of(net, test)
+    return {
+        "retrieval_baseline": {
+            "text_vectors": "MiniLM pooled, canonical training captions",
+            "n_train": len(train.records),
+            "same_caption_share": round(sum(captions[j] == p for j, p in zip(near, prompts)) / len(prompts), 4),
+            "examples": [[p, captions[j]] for p, j in list(zip(prompts, near))[:5]],
+            "class_accuracy": class_accuracy(net, retrieved, labels),
+            "clip_r1": _clip_r1(clip, retrieved, prompts, sources, pool, seed),
+        },
+        "memorisation": {
+            "generated": memorisation_rate(features_of(net, fake), f_train, f_test),
+            "real_validation": memorisation_rate(features_of(net, val), f_train, f_test),
+            "features": "conjure-features, nearest neighbour by Euclidean distance",
+        },
+    }
 
 
 def report_markdown(m: dict) -> str:
@@ -171,13 +209,42 @@ def report_markdown(m: dict) -> str:
     lines += ["| metric | generated | 95% CI | real floor | 95% CI |", "|---|---|---|---|---|"]
     for k in keys:
         lines.append(f"| {k} | {g[k]:.4g} | {g['ci95'].get(k, '')} | {f[k]:.4g} | {f['ci95'].get(k, '')} |")
+    ret = m.get("retrieval_baseline")
+    nan = float("nan")
     lines += ["", "## Class accuracy (classifier heads on the labels each prompt carries)", "",
-              "| head | generated | real (validation) |", "|---|---|---|"]
+              "| head | generated | real (validation) |" + (" retrieval baseline |" if ret else ""),
+              "|---|---|---|" + ("---|" if ret else "")]
     for h, v in m["class_accuracy"].items():
-        lines.append(f"| {h} | {v:.3f} | {m['class_accuracy_real'].get(h, float('nan')):.3f} |")
+        lines.append(f"| {h} | {v:.3f} | {m['class_accuracy_real'].get(h, nan):.3f} |"
+                     + (f" {ret['class_accuracy'].get(h, nan):.3f} |" if ret else ""))
     lines += ["", "## CLIP R@1 among 100 distinct captions of the same source (ties are misses)", "",
-              "| source | generated | real test images |", "|---|---|---|"]
+              "| source | generated | real test images |" + (" retrieval baseline |" if ret else ""),
+              "|---|---|---|" + ("---|" if ret else "")]
     for s, v in m["clip_r1_generated"].items():
-        lines.append(f"| {s} | {v['r1']:.3f} (n={v['n']}) | {m['clip_r1_real'].get(s, {}).get('r1', float('nan')):.3f} |")
+        lines.append(f"| {s} | {v['r1']:.3f} (n={v['n']}) | {m['clip_r1_real'].get(s, {}).get('r1', nan):.3f} |"
+                     + (f" {ret['clip_r1'].get(s, {}).get('r1', nan):.3f} |" if ret else ""))
+    if ret:
+        lines += ["", f"The retrieval baseline answers each prompt with the training image (of {ret['n_train']}) "
+                  "whose canonical caption is nearest by MiniLM pooled vectors; "
+                  f"{ret['same_caption_share']:.1%} of prompts found their own caption in training.", ""]
+    lines += _memorisation_markdown(m.get("memorisation"))
     lines += ["", "![samples](samples.png)", ""]
     return "\n".join(lines)
+
+
+def _memorisation_markdown(mem: dict | None) -> list[str]:
+    if not mem:
+        return []
+    lines = ["", "## Memorisation (conjure-features nearest neighbours)", "",
+             "Share of images whose nearest training image is nearer than their nearest test-split image. Real "
+             "validation images, seen by neither, show the rate that the two reference sets' sizes give an "
+             "unseen image; a generator near it is not copying, one near 1 is.", "",
+             "| images | memorisation rate | near copies (d_train < d_test / 10) | median d_train / d_test | n |",
+             "|---|---|---|---|---|"]
+    for name in ("generated", "real_validation"):
+        r = mem[name]
+        lines.append(f"| {name.replace('_', ' ')} | {r['rate']:.3f} | {r['near_copy_rate']:.3f} | "
+                     f"{r['median_ratio']:.3f} | {r['n']} |")
+    r = mem["generated"]
+    lines.append(f"\nReference sets: {r['n_train']} training images, {r['n_test']} test images.")
+    return lines

@@ -1,0 +1,100 @@
+"""The retrieval baseline and the memorisation rate: constructed cases (copies of training images score about 1,
+held-out images score low), nearest-caption retrieval, and both in the evaluation report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conjure.evaluation.baselines import memorisation_rate, nearest_captions
+from conjure.evaluation.report import report_markdown
+
+
+def _clouds(seed: int = 0, d: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(400, d, generator=g), torch.randn(100, d, generator=g), torch.randn(100, d, generator=g))
+
+
+def test_copies_of_training_images_are_memorised():
+    train, test, _ = _clouds()
+    copies = train[:50] + 1e-4 * torch.randn(50, train.shape[1], generator=torch.Generator().manual_seed(1))
+    r = memorisation_rate(copies, train, test)
+    assert r["rate"] == 1.0 and r["near_copy_rate"] == 1.0 and r["median_ratio"] < 0.01
+    assert (r["n"], r["n_train"], r["n_test"]) == (50, 400, 100)
+
+
+def test_test_images_themselves_are_not_memorised():
+    train, test, _ = _clouds()
+    r = memorisation_rate(test, train, test)
+    assert r["rate"] == 0.0 and r["near_copy_rate"] == 0.0
+
+
+def test_unseen_images_sit_at_the_rate_the_reference_sizes_give():
+    # train and test drawn alike and equally big: a fresh image is nearer to either with probability 1/2
+    g = torch.Generator().manual_seed(2)
+    train, test, fresh = (torch.randn(300, 8, generator=g) for _ in range(3))
+    r = memorisation_rate(fresh, train, test)
+    assert 0.35 < r["rate"] < 0.65 and r["near_copy_rate"] < 0.05
+    # four times more training images: a fresh image is more often nearer to one of them (about 4/5)
+    r4 = memorisation_rate(fresh, torch.cat([train, torch.randn(900, 8, generator=g)]), test)
+    assert r4["rate"] > r["rate"] + 0.15
+
+
+def test_memorisation_rate_refuses_an_empty_set():
+    train, test, _ = _clouds()
+    with pytest.raises(ValueError, match="non-empty"):
+        memorisation_rate(torch.zeros(0, 16), train, test)
+
+
+def test_nearest_captions_by_cosine():
+    captions = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    prompts = torch.tensor([[0.1, 5.0, 0.0], [0.0, 0.2, 0.1], [3.0, 0.0, 2.9]])   # length does not matter
+    assert nearest_captions(prompts, captions).tolist() == [1, 1, 0]
+
+
+def test_nearest_captions_with_minilm_vectors_find_the_same_concept():
+    from conjure.evaluation.clip import text_vectors
+    captions = ["red apple", "blue car emoji", "an emoji of a dog", "house icon"]
+    near = nearest_captions(text_vectors(["a red apple", "dog emoji", "home"]), text_vectors(captions))
+    assert near.tolist() == [0, 2, 3]
+
+
+def _metrics_with_baselines() -> dict:
+    one = {"fid_conjure": 10.0, "kid_conjure": 0.1, "is_conjure": 2.0, "precision_conjure": 0.5,
+           "recall_conjure": 0.4, "ci95": {}, "n_real": 100, "n_fake": 100}
+    mem = {"rate": 0.25, "near_copy_rate": 0.0, "median_ratio": 1.1, "n": 100, "n_train": 900, "n_test": 120}
+    return {"model": "m", "suite": "heldout", "n_samples": 100, "seed": 0, "steps": None, "generation_seconds": 1.0,
+            "metric_seconds": 2.0, "generated": one, "floor": one,
+            "class_accuracy": {"source": 0.5}, "class_accuracy_real": {"source": 0.9},
+            "clip_r1_generated": {"noto": {"r1": 0.2, "n": 10}}, "clip_r1_real": {"noto": {"r1": 0.4}},
+            "retrieval_baseline": {"n_train": 900, "same_caption_share": 0.0, "class_accuracy": {"source": 0.7},
+                                   "clip_r1": {"noto": {"r1": 0.3}}},
+            "memorisation": {"generated": mem, "real_validation": {**mem, "rate": 0.8}}}
+
+
+def test_report_shows_the_retrieval_baseline_and_memorisation_beside_each_target():
+    text = report_markdown(_metrics_with_baselines())
+    assert "| source | 0.500 | 0.900 | 0.700 |" in text
+    assert "| noto | 0.200 (n=10) | 0.400 | 0.300 |" in text
+    assert "| generated | 0.250 | 0.000 | 1.100 | 100 |" in text and "| real validation | 0.800 |" in text
+    assert "900 training images, 120 test images" in text
+
+
+@pytest.mark.slow   # generates 8 images with a tiny random model and loads both evaluation networks
+def test_evaluate_writes_both_baselines(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    from conjure.evaluation import report
+    from conjure.pipelines.registry import add_model
+    add_model(tiny_model_dir, "baselines-tiny")
+    monkeypatch.setattr(report, "SUITES_DIR", tmp_path / "suites")
+    report.write_heldout_suite(list(tiny_data.sources), per_source=100, path=tmp_path / "suites" / "tiny.jsonl")
+    m = report.evaluate("baselines-tiny", "tiny", 8, tmp_path / "out", steps=2)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["memorisation"] == m["memorisation"]
+    for name in ("generated", "real_validation"):
+        assert 0.0 <= m["memorisation"][name]["rate"] <= 1.0
+    ret = m["retrieval_baseline"]
+    assert ret["n_train"] > 0 and set(ret["clip_r1"]) == set(m["clip_r1_generated"])
+    assert set(ret["class_accuracy"]) <= set(m["class_accuracy"]) and "source" in ret["class_accuracy"]
+    assert "## Memorisation" in (tmp_path / "out" / "report.md").read_text()
