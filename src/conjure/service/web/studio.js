@@ -454,6 +454,113 @@ async function loadJobs(reset = true) {
   updateCounts();
 }
 
+// ---- rate: blind pairwise preference (studies made with `conjure prefer new`) --------------------------
+
+const rate = {study: null, pair: null, skipped: [], busy: false};
+const RATE_MAX_SKIPPED = 100;   // the API takes at most this many skip ids
+const studyPath = (rest) => `/v1/preference/studies/${encodeURIComponent(rate.study)}${rest}`;
+
+function showRateError(message) {
+  $("#rate-error").textContent = message;
+  $("#rate-error").hidden = !message;
+}
+
+/** The studies the server has; the panel (and its header link) appear only when there is one. */
+async function loadStudies() {
+  const studies = (await api("/v1/preference/studies")).data;
+  $("#rate").hidden = $("#rate-link").hidden = studies.length === 0;
+  if (!studies.length) return;
+  const sel = $("#rate-study");
+  const keep = rate.study;
+  sel.replaceChildren(...studies.map((st) =>
+    h("option", {value: st.name}, `${st.name} · ${st.contestants.length} contestants, ${st.pairs} pairs`)));
+  sel.value = studies.some((st) => st.name === keep) ? keep : studies[0].name;
+  await selectStudy(sel.value);
+}
+
+async function selectStudy(name) {
+  rate.study = name;
+  rate.skipped = [];
+  showRateError("");
+  await Promise.all([nextPair(), loadScores()]);
+}
+
+async function nextPair() {
+  const query = new URLSearchParams(rate.skipped.map((id) => ["skip", String(id)]));
+  const body = await api(studyPath(`/next?${query}`));
+  rate.pair = body.pair;
+  $("#rate-pair").hidden = !rate.pair;
+  $("#rate-done").hidden = Boolean(rate.pair);
+  if (!rate.pair) {
+    $("#rate-done").textContent = rate.skipped.length
+      ? `No more pairs here: you skipped ${rate.skipped.length}. Choose the study again to see them.`
+      : "You have rated every pair of this study. Thank you!";
+    return;
+  }
+  $("#rate-prompt").textContent = rate.pair.prompt;
+  $("#rate-left-img").src = rate.pair.left_image;
+  $("#rate-right-img").src = rate.pair.right_image;
+  $("#rate-progress").textContent = `pair ${rate.pair.id} · ${rate.pair.votes} vote${rate.pair.votes === 1 ? "" : "s"} so far`;
+}
+
+async function votePair(choice) {
+  if (!rate.pair || rate.busy) return;
+  rate.busy = true;
+  for (const b of document.querySelectorAll(".rate-actions button")) b.disabled = true;
+  try {
+    await api(studyPath("/votes"), {method: "POST", headers: {"Content-Type": "application/json"},
+                                    body: JSON.stringify({pair_id: rate.pair.id, choice})});
+    showRateError("");
+    announce(`Vote stored: ${choice}.`);
+  } catch (e) {
+    if (e.status !== 409) showRateError(`The vote was not stored: ${e.message}`);   // 409: rated already
+  } finally {
+    rate.busy = false;
+    for (const b of document.querySelectorAll(".rate-actions button")) b.disabled = false;
+  }
+  await Promise.all([nextPair(), loadScores()]).catch((e) => showRateError(e.message));
+}
+
+function skipPair() {
+  if (!rate.pair || rate.busy) return;
+  rate.skipped = [...rate.skipped, rate.pair.id].slice(-RATE_MAX_SKIPPED);
+  nextPair().catch((e) => showRateError(e.message));
+}
+
+async function loadScores() {
+  const body = $("#rate-scores tbody");
+  let scores;
+  try {
+    scores = await api(studyPath("/scores?boot=500"));
+  } catch (e) {
+    if (e.status !== 409) throw e;
+    scores = {contestants: []};   // no votes yet
+  }
+  const f = (x, d = 2) => x.toFixed(d);
+  body.replaceChildren(...scores.contestants.map((c) => h("tr", {},
+    h("td", {}, c.label), h("td", {}, f(c.score)), h("td", {}, `[${f(c.ci_low)}, ${f(c.ci_high)}]`),
+    h("td", {}, f(c.elo, 0)), h("td", {}, `${c.wins} / ${c.losses} / ${c.ties}`), h("td", {}, c.n))));
+  $("#rate-scores").hidden = scores.contestants.length === 0;
+  $("#rate-scores-empty").hidden = scores.contestants.length > 0;
+}
+
+function startRate() {
+  for (const id of ["#rate-left", "#rate-tie", "#rate-right"]) {
+    $(id).addEventListener("click", (e) => votePair(e.currentTarget.dataset.choice));
+  }
+  $("#rate-skip").addEventListener("click", skipPair);
+  $("#rate-study").addEventListener("change", (e) => selectStudy(e.target.value).catch((err) => showRateError(err.message)));
+  $("#rate").addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.target.matches("input, select, textarea")) return;
+    const choice = {"1": "left", "2": "right", t: "tie"}[e.key.toLowerCase()];
+    if (choice) votePair(choice);
+    else if (e.key.toLowerCase() === "s") skipPair();
+    else return;
+    e.preventDefault();
+  });
+  return loadStudies();
+}
+
 // ---- start ---------------------------------------------------------------------------------------------
 
 async function start() {
@@ -484,12 +591,14 @@ async function start() {
     else localStorage.removeItem("conjure.key");
     showFormError("");
     loadModels().then(() => loadJobs(true));
+    loadStudies().catch(() => {});   // the panel stays as it was; voting shows its own errors
   });
   await loadConfig();
   updateCount();
   pollReady();
   await loadModels();
   await loadJobs(true);
+  await startRate().catch((e) => showRateError(`The Rate panel could not load: ${e.message}`));
   document.body.dataset.ready = "true";   // for tests and for the curious: the page has loaded its data
 }
 
