@@ -230,17 +230,28 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Argument(help="A built-in or added model name.")],
+    model: Annotated[str, typer.Argument(help="A built-in or added model name, or 'bias' for the bias audit.")],
     suite: Annotated[str, typer.Option(help="A prompt suite under conjure/evaluation/suites/.")] = "heldout",
     n: Annotated[int, typer.Option(help="Images to generate (prompts repeat with new seeds).")] = 200,
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default: evaluations/MODEL-SUITE-N).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps (default: the model's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
+    bias_model: Annotated[str, typer.Option("--model", help="With MODEL = bias: the model to audit.")] = "conjure-tiny",
+    n_per_prompt: Annotated[int, typer.Option(help="With MODEL = bias: images per prompt.")] = 16,
 ) -> None:
     """Generate a prompt suite's images and write a report folder (metrics.json, report.md, samples.png):
     fid_conjure / kid_conjure / is_conjure / precision-recall beside the real-vs-real floor, class accuracy and
-    CLIP R@1."""
+    CLIP R@1. `conjure evaluate bias` runs the bias audit instead (bias.json, bias.md, bias.png)."""
     from conjure.evaluation.report import evaluate as run_evaluation
+    if model == "bias":
+        from conjure.evaluation.bias import audit
+        out = out or Path("evaluations") / f"bias-{bias_model}-k{n_per_prompt}"
+        try:
+            audit(bias_model, n_per_prompt, out, steps=steps, seed=seed)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
+        typer.echo(str(out / "bias.md"))
+        return
     if n < 2:
         fail("--n must be at least 2")
     out = out or Path("evaluations") / f"{model}-{suite}-{n}"
