@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +141,55 @@ def test_the_studio_has_a_rate_panel(api):
     assert 'id="rate"' in page and 'id="rate-left"' in page and 'id="rate-scores"' in page
     script = client.get("/studio/studio.js").text
     assert "/v1/preference/studies" in script
+
+
+# ---- the studio's Rate panel in a real browser ---------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian's chromium is not installed (/usr/bin/chromium)")
+def test_rate_panel_in_a_browser(tmp_path_factory, tmp_path):
+    """Keyless local mode: the panel appears because a study exists, votes by button and by key, shows scores."""
+    from playwright.sync_api import sync_playwright   # it never fetches a browser: the system Chromium runs
+
+    from .conftest import start_live_server
+    settings = Settings(home=tmp_path_factory.mktemp("rate-home"))
+    store = PreferenceStore(settings)
+    store.create_study("browser", [{"name": "red"}, {"name": "blue"}])
+    for p in range(3):
+        files = []
+        for c, color in ((0, (220, 40, 40)), (1, (40, 40, 220))):
+            path = store.folder("browser") / f"{p}-{c}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (64, 64), color).save(path)
+            files.append(path.name)
+        store.add_pair("browser", f"a square number {p}", p, 0, 1, *files, a_left=p % 2 == 0)
+    live, _, stop = start_live_server(settings, worker_threads=0)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(live.url)
+            page.wait_for_selector("body[data-ready=true]")
+            assert page.is_visible("#rate") and page.is_visible("#rate-link")
+            assert page.text_content("#rate-prompt") == "a square number 0"
+            assert page.is_visible("#rate-scores-empty")
+            page.click("#rate-left")                                   # pair 0 shows red on the left
+            page.wait_for_function("() => document.querySelector('#rate-prompt').textContent.endsWith('1')")
+            page.focus("#rate-tie")
+            page.keyboard.press("2")                                   # pair 1 shows red on the right
+            page.wait_for_function("() => document.querySelector('#rate-prompt').textContent.endsWith('2')")
+            page.wait_for_selector("#rate-scores tbody tr")
+            rows = [r.split("\t") for r in page.inner_text("#rate-scores tbody").strip().split("\n")]
+            assert [r[0] for r in rows] == ["red", "blue"] and rows[0][4] == "2 / 0 / 0"
+            page.screenshot(path=str(tmp_path / "rate-panel.png"), full_page=True)
+            page.click("#rate-skip")
+            page.wait_for_selector("#rate-done:not([hidden])")
+            browser.close()
+    finally:
+        stop()
+    assert store.scores("browser", n_boot=10).n_votes == 2

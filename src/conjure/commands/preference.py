@@ -88,10 +88,12 @@ def prefer_new(
     bar = tqdm(total=pairs, desc="rendering pairs", unit="pair", file=sys.stderr, leave=False)
     try:
         summary = make_pairs(store, name, prompt_list, pairs, progress=lambda i, n: bar.update(i - bar.n))
-    except ValueError as e:   # an unknown model or settings it refuses: checked before any pair is rendered
+    except ValueError as e:   # an unknown model, or settings that it refuses
         bar.close()
-        store.delete_study(name)
-        _fail(str(e))
+        made = next(r["pairs"] for r in store.summaries() if r["name"] == name)
+        if not made:
+            store.delete_study(name)   # nothing to keep: the name is free again
+        _fail(str(e) + (f" (the study keeps the {made} pairs made before this)" if made else ""))
     bar.close()
     typer.echo(f"study '{name}': {summary['pairs']} pairs in {summary['folder']}"
                + (f" ({summary['skipped']} skipped: refused or withheld by the content policy)"

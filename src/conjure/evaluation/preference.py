@@ -449,7 +449,8 @@ def make_pairs(store: PreferenceStore, name: str, prompts: list[str], n_pairs: i
         files = []
         for c in (a, b):
             png = _png(pipes[specs[c]["model"]], specs[c], prompt, seed)
-            files.append(None if png is None else _write(folder, f"{k:05d}-c{c}.png", png))
+            side = "left" if (c == a) == a_left else "right"   # a file's name tells a rater only what they see
+            files.append(None if png is None else _write(folder, f"{k:05d}-{side}.png", png))
         if None in files:
             skipped += 1
         else:
