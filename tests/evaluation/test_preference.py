@@ -120,6 +120,16 @@ def test_bootstrap_is_seeded():
     assert not np.array_equal(ci_a, ci_c)
 
 
+def test_win_matrices_of_vote_sets_match_one_by_one():
+    i, j, score = simulate(TRUTH, 50, np.random.default_rng(5), tie_rate=0.2)
+    idx = np.random.default_rng(6).integers(0, 50, (3, 50))
+    batched = win_matrix(5, i[idx], j[idx], score[idx])
+    assert batched.shape == (3, 5, 5)
+    for b in range(3):
+        np.testing.assert_array_equal(batched[b], win_matrix(5, i[idx[b]], j[idx[b]], score[idx[b]]))
+    assert win_matrix(5, i, j, score).sum() == 50
+
+
 def test_fit_rejects_bad_input():
     with pytest.raises(ValueError, match="no votes"):
         fit_scores(2, np.array([], int), np.array([], int), np.array([]))

@@ -114,11 +114,17 @@ def check_study_name(name: str) -> str:
 # ---- Bradley-Terry -----------------------------------------------------------------------------------------
 
 def win_matrix(k: int, i: np.ndarray, j: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """(K, K) matrix of wins[i, j] = how often i beat j, from votes (i, j, score of i: 1, 0.5 tie, 0)."""
-    wins = np.zeros((k, k))
-    np.add.at(wins, (i, j), score)
-    np.add.at(wins, (j, i), 1.0 - score)
-    return wins
+    """Matrices (..., K, K) of wins[i, j] = how often i beat j, from votes (..., N) given as contestants i and j
+    and the score of i (1 win, 0.5 tie, 0 loss); leading dimensions are separate vote sets (bootstrap replicates)."""
+    i, j, score = (np.asarray(x) for x in (i, j, score))
+    lead = score.shape[:-1]
+    n_sets = int(np.prod(lead))                                           # 1 for a single vote set
+    batch = np.repeat(np.arange(n_sets), score.shape[-1])                 # (B * N,) vote set of each vote
+    i, j, score = i.reshape(-1), j.reshape(-1), score.reshape(-1).astype(np.float64)
+    wins = np.zeros((n_sets, k, k))
+    np.add.at(wins, (batch, i, j), score)
+    np.add.at(wins, (batch, j, i), 1.0 - score)
+    return wins.reshape(*lead, k, k)
 
 
 def bradley_terry(wins: np.ndarray, prior: float = 1.0, tol: float = 1e-9, max_iter: int = 10_000) -> np.ndarray:
@@ -162,9 +168,9 @@ class ContestantScore:
     elo: float            # the same on the Elo scale (1000 = the average contestant)
     elo_low: float
     elo_high: float
-    wins: float
-    losses: float
-    ties: float
+    wins: int
+    losses: int
+    ties: int
     n: int                # votes on pairs with this contestant
 
 
@@ -194,8 +200,7 @@ def fit_scores(k: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, n_boot: 
     boots = []
     for start in range(0, n_boot, 250):   # replicates in batches: one vectorised MM loop each
         idx = rng.integers(0, len(score), size=(min(250, n_boot - start), len(score)))
-        mats = np.stack([win_matrix(k, i[r], j[r], score[r]) for r in idx])
-        boots.append(bradley_terry(mats, prior))
+        boots.append(bradley_terry(win_matrix(k, i[idx], j[idx], score[idx]), prior))   # (b, K)
     ci = np.percentile(np.concatenate(boots), [2.5, 97.5], axis=0).T      # (K, 2)
     return theta, ci
 
@@ -364,8 +369,8 @@ class PreferenceStore:
             mine = np.concatenate([mine_i, mine_j])
             elo = [ELO_BASE + ELO_PER_NAT * float(v) for v in (theta[c], *ci[c])]
             out.append(ContestantScore(c, contestant_label(spec), spec, float(theta[c]), float(ci[c, 0]),
-                                       float(ci[c, 1]), *elo, wins=float(np.sum(mine == 1.0)),
-                                       losses=float(np.sum(mine == 0.0)), ties=float(np.sum(mine == 0.5)),
+                                       float(ci[c, 1]), *elo, wins=int(np.sum(mine == 1.0)),
+                                       losses=int(np.sum(mine == 0.0)), ties=int(np.sum(mine == 0.5)),
                                        n=len(mine)))
         out.sort(key=lambda x: -x.score)
         return StudyScores(name, len(score), n_pairs, n_boot, seed, prior, out)

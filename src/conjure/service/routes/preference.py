@@ -72,9 +72,9 @@ class ContestantScorePublic(BaseModel):
     elo: float = Field(description="The score on the Elo scale (1000 = the average contestant).")
     elo_low: float
     elo_high: float
-    wins: float
-    losses: float
-    ties: float
+    wins: int
+    losses: int
+    ties: int
     n: int
 
 
