@@ -1,0 +1,74 @@
+"""The sampler study's network-evaluation counter (2 per step under guidance, 1 without, 2N-1 steps for Heun),
+its 'matches' rule and its config parsing; the study itself is too long to run in tests."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import pytest
+import torch
+
+from conjure.config import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("sampler_study", REPO_ROOT / "benchmarks" / "sampler_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    from conjure.pipelines.text_to_image import TextToImagePipeline
+    return TextToImagePipeline.from_folder(tiny_model_dir)
+
+
+@pytest.mark.parametrize("sampler, steps, guidance, per_image", [
+    ("dpmpp_2m", 3, 5.0, 6),      # unconditional and conditional rows: two evaluations a step
+    ("dpmpp_2m", 3, 1.0, 3),      # no guidance: one
+    ("heun", 2, 5.0, 2 * 3),      # Heun: 2N - 1 evaluations for N steps, each doubled by guidance
+])
+def test_nfe_counter_counts_evaluations_per_image(study, pipe, sampler, steps, guidance, per_image):
+    from conjure.pipelines.request import GenerationRequest
+    counter = study.NFECounter()
+    with counter.around(pipe):
+        pipe(GenerationRequest(prompt="red apple", n=2, steps=steps, guidance=guidance, scheduler=sampler, size=64))
+    assert counter.per_image(2) == per_image
+    assert "denoise" not in vars(pipe)   # the wrapper is gone afterwards: the class's method is back
+
+
+def test_nfe_counter_restores_an_instance_attribute_and_counts_rows(study):
+    class Net:
+        pass
+    net = Net()
+    net.denoise = lambda x, t: x
+    original = net.denoise
+    counter = study.NFECounter()
+    with counter.around(net):
+        net.denoise(torch.zeros(4, 1), 0)
+        net.denoise(torch.zeros(2, 1), 1)
+    assert (counter.calls, counter.rows, counter.per_image(2)) == (2, 6, 3.0)
+    assert net.denoise is original
+
+
+def test_matches_needs_overlap_and_a_mean_within_ten_percent(study):
+    ref = {"fid_conjure": 10.0, "fid_ci95": [9.0, 11.0], "clip_score": 30.0, "clip_ci95": [29.0, 31.0]}
+    close = {"fid_conjure": 10.8, "fid_ci95": [9.9, 11.7], "clip_score": 29.5, "clip_ci95": [28.5, 30.5]}
+    assert study.matches(close, ref)["match"]
+    far = {**close, "fid_conjure": 11.5, "fid_ci95": [10.5, 12.5]}           # overlaps, but 15% off
+    m = study.matches(far, ref)
+    assert m["fid_conjure"] == {"ci_overlap": True, "within_10pct": False, "match": False} and not m["match"]
+    apart = {**close, "clip_score": 32.0, "clip_ci95": [31.5, 32.5]}         # within 10%, intervals apart
+    assert study.matches(apart, ref)["clip_score"]["ci_overlap"] is False
+
+
+def test_configs_cover_the_study_and_parse(study):
+    configs = study.all_configs()
+    assert configs[0] == ("ddpm", 1000) and len(configs) == 1 + 4 * 5
+    assert ("dpmpp_2m", 15) in configs and ("heun", 50) in configs
+    assert study.parse_config("euler:25") == ("euler", 25)
+    with pytest.raises(argparse.ArgumentTypeError):
+        study.parse_config("euler")
