@@ -38,6 +38,13 @@ def _contestant(text: str, which: str) -> dict:
     return spec
 
 
+def _login_name() -> str:
+    try:
+        return getpass.getuser() or "local"
+    except (KeyError, OSError):   # no login name in some containers
+        return "local"
+
+
 def _store():
     from conjure.evaluation.preference import PreferenceStore
     return PreferenceStore()
@@ -55,8 +62,10 @@ def prefer_new(
     name: Annotated[str, typer.Argument(help="Study name (letters, digits, '.', '-', '_').")],
     a: Annotated[str, typer.Option("--a", help="Contestant A as JSON, e.g. '{\"steps\": 10}'.")],
     b: Annotated[str, typer.Option("--b", help="Contestant B as JSON, e.g. '{\"steps\": 25}'.")],
-    more: Annotated[Optional[list[str]], typer.Option("--more", help="A further contestant as JSON (repeatable).")] = None,
-    prompts: Annotated[str, typer.Option(help="A prompt file (.txt one a line, or .jsonl) or a suite name.")] = "heldout",
+    more: Annotated[Optional[list[str]], typer.Option(
+        "--more", help="A further contestant as JSON (repeatable).")] = None,
+    prompts: Annotated[str, typer.Option(
+        help="A prompt file (.txt one a line, or .jsonl) or a suite name.")] = "heldout",
     pairs: Annotated[int, typer.Option("--pairs", help="How many pairs to render.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the first pair (pair k uses seed + k) and of the sides.")] = 0,
 ) -> None:
@@ -111,17 +120,21 @@ def prefer_vote(
     """Rate pairs one after another: 1 = left better, 2 = right better, t = tie, s = skip, q = quit.
 
     Which contestant made which image stays hidden; every answer is stored as soon as it is given."""
-    from conjure.evaluation.preference import side_by_side as write_pair
+    from conjure.evaluation.preference import AlreadyRated, side_by_side as write_pair
     store = _store()
     _study(store, name)
-    rater = rater or getpass.getuser() or "local"
+    rater = rater or _login_name()
+    if len(rater) > 64:
+        _fail("--rater must have at most 64 characters")
+    if side_by_side and not side_by_side.parent.is_dir():
+        _fail(f"--side-by-side: the folder {side_by_side.parent} does not exist")
     skipped: list[int] = []
     done = 0
     while True:
         pair = store.next_pair(name, rater, skip=skipped)
         if pair is None:
-            typer.echo(f"no pairs left for {rater} in '{name}' ({done} rated now). "
-                       f"Scores: conjure prefer scores {name}")
+            typer.echo(f"no pairs left for {rater} in '{name}' ({done} rated now"
+                       + (f", {len(skipped)} skipped" if skipped else "") + f"). Scores: conjure prefer scores {name}")
             return
         typer.echo(f"\nprompt: {pair.prompt}\n  1 (left):  {pair.left}\n  2 (right): {pair.right}")
         if side_by_side:
@@ -139,8 +152,11 @@ def prefer_vote(
         if answer == "s":
             skipped.append(pair.id)
             continue
-        store.vote(name, pair.id, KEYS[answer], rater)
-        done += 1
+        try:
+            store.vote(name, pair.id, KEYS[answer], rater)
+            done += 1
+        except AlreadyRated:   # the same rater in another window was faster: their vote stands
+            typer.echo(f"  {rater} has rated this pair already (elsewhere); the first vote stands")
 
 
 @prefer_app.command("scores")
@@ -165,7 +181,8 @@ def prefer_scores(
     typer.echo(f"study '{name}': {result.n_votes} votes on {result.n_pairs} pairs; "
                f"95% intervals from {result.n_boot} bootstrap rounds over votes")
     width = max(len(c.label) for c in result.contestants)
-    typer.echo(f"{'contestant':<{width}}  {'BT score':>8}  {'95% CI':>17}  {'Elo':>6}  {'W':>4} {'L':>4} {'T':>4}  {'n':>5}")
+    typer.echo(f"{'contestant':<{width}}  {'BT score':>8}  {'95% CI':>17}  {'Elo':>6}  "
+               f"{'W':>4} {'L':>4} {'T':>4}  {'n':>5}")
     for c in result.contestants:
         typer.echo(f"{c.label:<{width}}  {c.score:>8.3f}  [{c.ci_low:>6.3f}, {c.ci_high:>6.3f}]  {c.elo:>6.0f}  "
                    f"{c.wins:>4.0f} {c.losses:>4.0f} {c.ties:>4.0f}  {c.n:>5}")

@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,7 +250,6 @@ class PreferenceStore:
 
     def delete_study(self, name: str) -> None:
         """Remove a study with its pairs, votes and images."""
-        import shutil
         study = self.study(name)
         pair_ids = select(PreferencePair.id).where(PreferencePair.study_id == study.id)
         with self.sessions() as s, s.begin():
@@ -274,11 +274,10 @@ class PreferenceStore:
         """Every study with its contestants' labels and pair and vote counts."""
         with self.sessions() as s:
             studies = list(s.scalars(select(PreferenceStudy).order_by(PreferenceStudy.created_at)))
-            pairs = {sid: n for sid, n in s.execute(
-                select(PreferencePair.study_id, func.count()).group_by(PreferencePair.study_id))}
+            per_study = select(PreferencePair.study_id, func.count()).group_by(PreferencePair.study_id)
+            pairs = {sid: n for sid, n in s.execute(per_study)}
             votes = {sid: n for sid, n in s.execute(
-                select(PreferencePair.study_id, func.count()).join(PreferenceVote, PreferenceVote.pair_id
-                                                                   == PreferencePair.id).group_by(PreferencePair.study_id))}
+                per_study.join(PreferenceVote, PreferenceVote.pair_id == PreferencePair.id))}
         return [{"name": st.name, "contestants": [contestant_label(c) for c in json.loads(st.contestants)],
                  "pairs": pairs.get(st.id, 0), "votes": votes.get(st.id, 0), "created_at": st.created_at}
                 for st in studies]
