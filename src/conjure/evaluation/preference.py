@@ -198,9 +198,9 @@ def fit_scores(k: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, n_boot: 
         raise ValueError("n_boot must be at least 1")
     theta = bradley_terry(win_matrix(k, i, j, score), prior)
     rng = np.random.default_rng(seed)
-    boots = []
-    for start in range(0, n_boot, 250):   # replicates in batches: one vectorised MM loop each
-        idx = rng.integers(0, len(score), size=(min(250, n_boot - start), len(score)))
+    boots, per_batch = [], max(1, min(250, 2_000_000 // len(score)))   # bounded memory: <= 2M votes a batch
+    for start in range(0, n_boot, per_batch):   # replicates in batches: one vectorised MM loop each
+        idx = rng.integers(0, len(score), size=(min(per_batch, n_boot - start), len(score)))
         boots.append(bradley_terry(win_matrix(k, i[idx], j[idx], score[idx]), prior))   # (b, K)
     ci = np.percentile(np.concatenate(boots), [2.5, 97.5], axis=0).T      # (K, 2)
     return theta, ci
