@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conjure.evaluation.bias import (HEADS, _compare, distribution, names_of, read_pairs, reference_indices,
-                                     report_markdown, total_variation)
+from conjure.evaluation.bias import (HEADS, _compare, _leaves_open, distribution, names_of, read_pairs,
+                                     reference_indices, report_markdown, total_variation)
 
 
 def test_committed_pairs_are_emoji_names_that_differ_in_one_attribute(settings):
@@ -50,6 +50,13 @@ def test_reference_of_a_name_is_every_skin_tone_of_that_concept_only():
     assert reference_indices(records, "woman cook") == []
 
 
+def test_summary_pools_the_prompts_that_leave_each_attribute_open():
+    pairs = [{"attribute": "gender", "neutral": "cook", "variant": "man cook"},
+             {"attribute": "skin_tone", "neutral": "cook", "variant": "cook dark skin tone"}]
+    assert [n for n in names_of(pairs) if _leaves_open(n, "gender", pairs)] == ["cook"]
+    assert [n for n in names_of(pairs) if _leaves_open(n, "skin_tone", pairs)] == ["cook", "man cook"]
+
+
 def test_distribution_and_total_variation():
     d = distribution(torch.tensor([0, 0, 2, 2]), ["man", "none", "woman"])
     assert d == {"man": 0.5, "none": 0.0, "woman": 0.5}
@@ -85,6 +92,7 @@ def test_evaluate_bias_writes_the_audit(tiny_data, tiny_model_dir, tmp_path):
         for h in HEADS:
             assert sum(v["concept"][h]["generated"].values()) == pytest.approx(1.0, abs=1e-3)
     assert len(r["pairs"]) == len(read_pairs()) and all(-1 <= p["shift"] <= 1 for p in r["pairs"])
+    assert r["summary"]["gender"]["prompts"] == 12 and r["summary"]["gender"]["n"] == 24
     text = (out / "bias.md").read_text()
     assert "Preview only" in text and "| cooking | gender = woman | cook -> woman cook |" in text
     assert (out / "bias.png").is_file() and (out / "samples.png").is_file()

@@ -92,7 +92,7 @@ def _compare(gen: dict, ref: dict | None, vocab: dict) -> dict:
 def audit(model: str, n_per_prompt: int, out_dir: Path, steps: int | None = None, seed: int = 0,
           pairs: list[dict] | None = None) -> dict:
     """Generate n_per_prompt images for every name of the pairs and compare their head distributions with the
-    training images of the same concept and with all training images of the audit's concepts (the pool)."""
+    training images of the same concept; the summary pools every prompt that leaves an attribute open."""
     from conjure.evaluation.data import load_image_set
     from conjure.evaluation.metrics import load_feature_net
     from conjure.evaluation.report import generate
@@ -112,24 +112,29 @@ def audit(model: str, n_per_prompt: int, out_dir: Path, steps: int | None = None
     vocab = {h: net.config.heads[h] for h in HEADS}
     gen = head_classes(net, images)
     train = load_image_set(EMOJI_SOURCES, "train")
-    refs, pool = {}, sorted({i for n in names for i in reference_indices(train.records, n)})
-    for n in names + ["__pool__"]:
-        idx = pool if n == "__pool__" else reference_indices(train.records, n)
-        refs[n] = {"n": len(idx), "pred": head_classes(net, train.images[idx]),
-                   "labels": _label_classes([train.records[i] for i in idx], vocab)}
-    # 4. compare each name with its concept and with the pool
+    rows_of = {n: torch.arange(k * n_per_prompt, (k + 1) * n_per_prompt) for k, n in enumerate(names)}
+    # 4. compare each name with the training images of its concept
     per_name = {}
-    for k, n in enumerate(names):
-        rows = slice(k * n_per_prompt, (k + 1) * n_per_prompt)
-        g = {h: gen[h][rows] for h in HEADS}
-        per_name[n] = {"prompt": PROMPT_TEMPLATE.format(n), "n": n_per_prompt, "n_train": refs[n]["n"],
-                       "concept": _compare(g, refs[n], vocab), "pool": _compare(g, refs["__pool__"], vocab)}
+    for n in names:
+        idx = reference_indices(train.records, n)
+        per_name[n] = {"prompt": PROMPT_TEMPLATE.format(n), "n": n_per_prompt, "n_train": len(idx),
+                       "concept": _compare({h: gen[h][rows_of[n]] for h in HEADS}, _reference(net, train, idx, vocab),
+                                           vocab)}
+    # 5. the headline per head: every prompt that leaves the attribute open, against its concepts' training images
+    summary = {}
+    for h in HEADS:
+        open_names = [n for n in names if _leaves_open(n, h, pairs)]
+        idx = sorted({i for n in open_names for i in reference_indices(train.records, n)})
+        rows = torch.cat([rows_of[n] for n in open_names]) if open_names else torch.zeros(0, dtype=torch.long)
+        tvs = [per_name[n]["concept"][h]["tv"] for n in open_names if "tv" in per_name[n]["concept"][h]]
+        summary[h] = {"prompts": len(open_names), "n": len(rows), "n_train": len(idx),
+                      "mean_tv_concept": round(float(np.mean(tvs)), 4) if tvs else None, "concepts_with_tv": len(tvs),
+                      **_compare({k: gen[k][rows] for k in HEADS}, _reference(net, train, idx, vocab), vocab)[h]}
     result = {"model": model, "model_hash": model_hash, "n_per_prompt": n_per_prompt, "steps": steps, "seed": seed,
-              "generation_seconds": round(seconds, 1), "n_train_pool": len(pool),
+              "generation_seconds": round(seconds, 1),
               "divergence": "total variation, generated vs training images as the same heads see them",
-              "names": per_name, "pairs": _pair_shifts(pairs, per_name),
-              "summary": _summary(names, per_name, gen, refs["__pool__"], vocab)}
-    # 5. the report folder
+              "summary": summary, "pairs": _pair_shifts(pairs, per_name), "names": per_name}
+    # 6. the report folder
     _write(result, images, names, n_per_prompt, Path(out_dir))
     return result
 
@@ -146,15 +151,17 @@ def _pair_shifts(pairs: list[dict], per_name: dict) -> list[dict]:
     return out
 
 
-def _summary(names: list[str], per_name: dict, gen: dict, pool_ref: dict, vocab: dict) -> dict:
-    """Mean TV per head over names that have training images, and all generated images against the pool."""
-    out = {}
-    for h in HEADS:
-        tvs = [r["concept"][h]["tv"] for r in per_name.values() if "tv" in r["concept"][h]]
-        out[h] = {"mean_tv_concept": round(float(np.mean(tvs)), 4) if tvs else None,
-                  "names_with_training_images": len(tvs),
-                  **_compare(gen, pool_ref, vocab)[h]}
-    return out
+def _leaves_open(name: str, head: str, pairs: list[dict]) -> bool:
+    """Whether a prompt leaves the head's attribute open: for gender the neutral names of gender pairs, for
+    skin tone every name that names no tone."""
+    if head == "gender":
+        return any(p["attribute"] == "gender" and p["neutral"] == name for p in pairs)
+    return not _TONE.search(name)
+
+
+def _reference(net, train, idx: list[int], vocab: dict) -> dict:
+    return {"pred": head_classes(net, train.images[idx]),
+            "labels": _label_classes([train.records[i] for i in idx], vocab)}
 
 
 def _shares(d: dict[str, float]) -> str:
@@ -175,14 +182,15 @@ def report_markdown(r: dict) -> str:
     if r["n_per_prompt"] < 50:
         lines += [f"**Preview only:** {r['n_per_prompt']} images per prompt; a share moves by up to "
                   f"{1 / r['n_per_prompt']:.2f} with one image.", ""]
-    lines += ["## All prompts against all training images of the audit's concepts", "",
-              f"Training pool: {r['n_train_pool']} images.", "",
-              "| head | generated | training (heads) | training (labels) | TV | mean TV per concept |",
-              "|---|---|---|---|---|---|"]
+    lines += ["## Prompts that leave the attribute open, against the training images of their concepts", "",
+              "Gender: the neutral prompt of each gender pair ('cook', 'person running'); skin tone: every prompt "
+              "that names no tone. The last column averages the TV of each such prompt with its own concept.", "",
+              "| head | prompts (images) | training images | generated | training (heads) | training (labels) | TV "
+              "| mean TV per concept |", "|---|---|---|---|---|---|---|---|"]
     for h, s in r["summary"].items():
-        mean = "n/a" if s["mean_tv_concept"] is None else f"{s['mean_tv_concept']:.3f} ({s['names_with_training_images']} concepts)"
-        lines.append(f"| {h} | {_shares(s['generated'])} | {_shares(s.get('train_seen', {}))} | "
-                     f"{_shares(s.get('train_labels', {}))} | {s.get('tv', float('nan')):.3f} | {mean} |")
+        mean = "n/a" if s["mean_tv_concept"] is None else f"{s['mean_tv_concept']:.3f} ({s['concepts_with_tv']} concepts)"
+        lines.append(f"| {h} | {s['prompts']} ({s['n']}) | {s['n_train']} | {_shares(s['generated'])} | "
+                     f"{_shares(s.get('train_seen', {}))} | {_shares(s.get('train_labels', {}))} | {_tv(s)} | {mean} |")
     lines += ["", "## Pairs: share of images the attribute's head gives the pair's value", "",
               "| activity | attribute | neutral -> variant | neutral | variant | shift |", "|---|---|---|---|---|---|"]
     for p in r["pairs"]:
@@ -195,8 +203,7 @@ def report_markdown(r: dict) -> str:
         g, s = v["concept"]["gender"], v["concept"]["skin_tone"]
         lines.append(f"| {v['prompt']} | {v['n_train']} | {_shares(g['generated'])} | {_shares(g.get('train_seen', {}))} "
                      f"| {_tv(g)} | {_shares(s['generated'])} | {_shares(s.get('train_seen', {}))} | {_tv(s)} |")
-    lines += ["", "A concept with no training images (its group fell in the validation or test split) is compared "
-              "with the pool only (bias.json).", "", "![distributions](bias.png)", "", "![samples](samples.png)", ""]
+    lines += ["", "'n/a': the concept has no training images (its group fell in the validation or test split).", "", "![distributions](bias.png)", "", "![samples](samples.png)", ""]
     return "\n".join(lines)
 
 
