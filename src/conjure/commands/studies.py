@@ -58,7 +58,8 @@ def sweep(
         scales = guidance_values(guidance, ctx.args)
     except ValueError as e:
         _fail(str(e))
-    out = out or Path("studies") / ("sweep-" + (re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "prompt"))
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "prompt"
+    out = out or Path("studies") / f"sweep-{slug}"
     try:
         result = guidance_sweep(model or get_settings().default_model, prompt, scales, seeds, steps, out)
     except Refused as e:

@@ -188,7 +188,8 @@ def report_markdown(r: dict) -> str:
               "| head | prompts (images) | training images | generated | training (heads) | training (labels) | TV "
               "| mean TV per concept |", "|---|---|---|---|---|---|---|---|"]
     for h, s in r["summary"].items():
-        mean = "n/a" if s["mean_tv_concept"] is None else f"{s['mean_tv_concept']:.3f} ({s['concepts_with_tv']} concepts)"
+        mean = ("n/a" if s["mean_tv_concept"] is None
+                else f"{s['mean_tv_concept']:.3f} ({s['concepts_with_tv']} concepts)")
         lines.append(f"| {h} | {s['prompts']} ({s['n']}) | {s['n_train']} | {_shares(s['generated'])} | "
                      f"{_shares(s.get('train_seen', {}))} | {_shares(s.get('train_labels', {}))} | {_tv(s)} | {mean} |")
     lines += ["", "## Pairs: share of images the attribute's head gives the pair's value", "",
@@ -201,9 +202,11 @@ def report_markdown(r: dict) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for n, v in r["names"].items():
         g, s = v["concept"]["gender"], v["concept"]["skin_tone"]
-        lines.append(f"| {v['prompt']} | {v['n_train']} | {_shares(g['generated'])} | {_shares(g.get('train_seen', {}))} "
-                     f"| {_tv(g)} | {_shares(s['generated'])} | {_shares(s.get('train_seen', {}))} | {_tv(s)} |")
-    lines += ["", "'n/a': the concept has no training images (its group fell in the validation or test split).", "", "![distributions](bias.png)", "", "![samples](samples.png)", ""]
+        lines.append(f"| {v['prompt']} | {v['n_train']} | {_shares(g['generated'])} | "
+                     f"{_shares(g.get('train_seen', {}))} | {_tv(g)} | {_shares(s['generated'])} | "
+                     f"{_shares(s.get('train_seen', {}))} | {_tv(s)} |")
+    lines += ["", "'n/a': the concept has no training images (its group fell in the validation or test split).",
+              "", "![distributions](bias.png)", "", "![samples](samples.png)", ""]
     return "\n".join(lines)
 
 
