@@ -517,6 +517,14 @@ def transcribe(
     typer.echo(json.dumps(transcript.to_dict(), indent=1) if as_json else transcript.text)
 
 
+def _register_command_modules() -> None:
+    from conjure.commands import register_all
+    register_all(app)
+
+
+_register_command_modules()
+
+
 def main() -> None:
     from conjure.config import offline_environment
     offline_environment()
