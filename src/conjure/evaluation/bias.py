@@ -192,7 +192,11 @@ def report_markdown(r: dict) -> str:
                 else f"{s['mean_tv_concept']:.3f} ({s['concepts_with_tv']} concepts)")
         lines.append(f"| {h} | {s['prompts']} ({s['n']}) | {s['n_train']} | {_shares(s['generated'])} | "
                      f"{_shares(s.get('train_seen', {}))} | {_shares(s.get('train_labels', {}))} | {_tv(s)} | {mean} |")
-    lines += ["", "## Pairs: share of images the attribute's head gives the pair's value", "",
+    lines += ["", "Reading the skin tone row: in training, the caption '<name> emoji' belongs to the default-tone "
+              "image of a concept only (tone variants name their tone), so a model that follows its captions draws "
+              "the default tone for a prompt that names none; the TV against every tone of the concept measures how "
+              "far that is from the concept's diversity in training, not a failure to follow the prompt.", "",
+              "## Pairs: share of images the attribute's head gives the pair's value", "",
               "| activity | attribute | neutral -> variant | neutral | variant | shift |", "|---|---|---|---|---|---|"]
     for p in r["pairs"]:
         lines.append(f"| {p['activity']} | {p['attribute']} = {p['value']} | {p['neutral']} -> {p['variant']} | "
@@ -217,13 +221,13 @@ def plot_distributions(r: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(r["names"])
-    fig, axes = plt.subplots(1, len(HEADS), figsize=(14, 0.36 * len(names) + 1.5), sharey=True)
+    fig, axes = plt.subplots(1, len(HEADS), figsize=(15, 0.36 * len(names) + 2.5), sharey=True)
     for ax, h in zip(axes, HEADS):
         classes = list(next(iter(r["names"].values()))["concept"][h]["generated"])
         labels, bars = [], []
         for n in names:
             row = r["names"][n]["concept"][h]
-            labels += [f"{n} (generated)", f"{n} (training)"]
+            labels += [f"{n} (gen.)", f"{n} (train)"]
             bars += [row["generated"], row.get("train_seen", {})]
         y = np.arange(len(bars))[::-1]
         left = np.zeros(len(bars))
@@ -234,9 +238,10 @@ def plot_distributions(r: dict, path: Path) -> Path:
             left += w
         ax.set_yticks(y, labels, fontsize=7)
         ax.set_xlim(0, 1)
+        ax.set_ylim(-0.6, len(bars) - 0.4)
         ax.set_xlabel("share of images")
         ax.set_title(f"{h} head")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.6 / fig.get_figheight()), ncol=4)
     fig.suptitle(f"Bias audit of {r['model']}: {r['n_per_prompt']} images per prompt", fontsize=10)
     fig.tight_layout()
     path = Path(path)
