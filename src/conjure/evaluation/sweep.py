@@ -42,7 +42,8 @@ def _generate_row(pipe, request, guidance: float, seeds: int, steps: int | None)
 
 def _as_uint8(images: list[Image.Image], size: int = 64) -> torch.Tensor:
     """PIL images -> uint8 (N, 3, size, size), the resolution every evaluation network judges at."""
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in images])
+    from conjure.data.build import resize_images
+    arr = resize_images(np.stack([np.asarray(im.convert("RGB")) for im in images]), size)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
