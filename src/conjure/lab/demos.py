@@ -1,0 +1,191 @@
+"""The lab's demonstrations: VAE latent interpolation, attribute arithmetic and anomaly detection; quality
+against sampling steps for diffusion and flow matching; mode collapse on a deliberately unstable GAN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conjure.lab.data import CLASSES, load_split, mnist_digits, text_for, to_uint8
+
+
+def auroc(scores_neg: torch.Tensor, scores_pos: torch.Tensor) -> float:
+    """Area under the ROC curve for 'positive scores are higher': the Mann-Whitney U statistic over all pairs,
+    ties counted half."""
+    a, b = scores_neg.double(), scores_pos.double()
+    ranks = torch.cat([a, b]).argsort().argsort().double() + 1
+    allv = torch.cat([a, b])
+    for v in allv.unique():                       # average ranks over ties
+        m = allv == v
+        if m.sum() > 1:
+            ranks[m] = ranks[m].mean()
+    u = ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2
+    return float(u / (len(a) * len(b)))
+
+
+@torch.no_grad()
+def vae_anomaly_auroc(vae, n: int = 5000) -> dict:
+    """Negative ELBO under the null condition as an anomaly score: AUROC separating Fashion-MNIST test images
+    (normal) from MNIST digits (anomalies)."""
+    fashion = load_split("test", limit=n).x
+    digits = mnist_digits()[:n]
+    null = torch.zeros(1, 384)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for b in x.split(500):
+            drop = torch.ones(len(b), dtype=torch.bool)
+            out.append(vae.neg_elbo(b, null.expand(len(b), -1), drop, beta=1.0, sample=False)[2])
+        return torch.cat(out)
+
+    s_f, s_d = score(fashion), score(digits)
+    return {"anomaly_auroc": round(auroc(s_f, s_d), 4), "neg_elbo_fashion": round(float(s_f.mean()), 2),
+            "neg_elbo_mnist": round(float(s_d.mean()), 2), "n_fashion": len(fashion), "n_mnist": len(digits)}
+
+
+def _strip(rows: list[torch.Tensor], path: Path, scale: int = 2) -> Path:
+    from PIL import Image
+    grid = np.concatenate([np.concatenate(list(to_uint8(r)[..., 0]), axis=1) for r in rows], axis=0)
+    img = Image.fromarray(grid)
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+    return path
+
+
+@torch.no_grad()
+def vae_interpolation(vae, out: Path, pairs: list[tuple[int, int]] = ((7, 9), (0, 3), (8, 1)), steps: int = 10) -> Path:
+    """Encode one test image of each class in a pair, decode evenly spaced points between their latent means
+    (null condition), one row per pair."""
+    d = load_split("test", limit=2000)
+    null_text, rows = torch.zeros(1, 384), []
+    cond = vae.cond(null_text, torch.ones(1, dtype=torch.bool))
+    for a, b in pairs:
+        xa, xb = d.x[(d.y == a).nonzero()[0]], d.x[(d.y == b).nonzero()[0]]
+        za, _ = vae.encode(xa, cond)
+        zb, _ = vae.encode(xb, cond)
+        w = torch.linspace(0, 1, steps)[:, None]
+        rows.append(vae.decode((1 - w) * za + w * zb, cond.expand(steps, -1)))
+    return _strip(rows, out)
+
+
+@torch.no_grad()
+def vae_arithmetic(vae, per_class: int = 200) -> dict:
+    """Attribute arithmetic in the latent space (null condition): z(image of A) - mean z(A) + mean z(B), decoded;
+    the share the classifier calls B. Beside it, the same images with the condition swapped to B and their own z
+    kept (style kept, class changed)."""
+    from conjure.lab.evaluate import _class_index_map, feature_net
+    from conjure.evaluation.metrics import features_of
+    from conjure.lab.data import to_metric_images
+    d = load_split("test", limit=5000)
+    null = vae.cond(torch.zeros(1, 384), torch.ones(1, dtype=torch.bool))
+    mus = torch.cat([vae.encode(b, null.expand(len(b), -1))[0] for b in d.x.split(500)])
+    means = torch.stack([mus[d.y == c].mean(0) for c in range(len(CLASSES))])
+    g = torch.Generator().manual_seed(0)
+    hits_arith, hits_swap, total = 0, 0, 0
+    for a in range(len(CLASSES)):
+        idx = (d.y == a).nonzero().flatten()[:per_class // len(CLASSES) * 2]
+        b = (a + 1 + torch.randint(len(CLASSES) - 1, (len(idx),), generator=g)) % len(CLASSES)
+        z = mus[idx] - means[a] + means[b]
+        arith = vae.decode(z, null.expand(len(z), -1))
+        swap = vae.decode(mus[idx], vae.cond(text_for(b, prompt_only=True)))
+        for imgs, counter in ((arith, "a"), (swap, "s")):
+            pred = feature_net().heads["fashion_class"](features_of(feature_net(), to_metric_images(to_uint8(imgs))).float()).argmax(1)
+            hit = int((pred == _class_index_map()[b]).sum())
+            if counter == "a":
+                hits_arith += hit
+            else:
+                hits_swap += hit
+        total += len(idx)
+    return {"arithmetic_accuracy": round(hits_arith / total, 4), "condition_swap_accuracy": round(hits_swap / total, 4),
+            "n": total}
+
+
+def steps_study(family, steps_list: list[int], samplers: list[str], n: int = 500, seed: int = 0) -> list[dict]:
+    """fid_conjure (and class accuracy) against sampling steps, on n samples per point."""
+    from conjure.lab.evaluate import generate, score_images
+    rows = []
+    for sampler in samplers:
+        for steps in steps_list:
+            images, y, timing = generate(family, n, seed, steps, sampler)
+            s = score_images(images, y, n_ref=n, bootstrap=10)
+            rows.append({"sampler": sampler, "steps": steps, "nfe": timing["nfe"], "sample_ms": timing["sample_ms"],
+                         "fid_conjure": s["fid_conjure"], "fid_conjure_ci95": s["fid_conjure_ci95"],
+                         "class_accuracy": s["class_accuracy"], "n": n})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def plot_steps(rows_by_family: dict[str, list[dict]], floor: float, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for fam, rows in rows_by_family.items():
+        for sampler in sorted({r["sampler"] for r in rows}):
+            rs = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
+            ax.plot([r["nfe"] for r in rs], [r["fid_conjure"] for r in rs], marker="o", label=f"{fam} ({sampler})")
+    ax.axhline(floor, color="grey", ls="--", label="real-vs-real floor")
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per image")
+    ax.set_ylabel("fid_conjure (lower is better)")
+    ax.set_title("Quality against sampling steps")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_demo(what: str, runs: Path, n: int = 500) -> Path:
+    """Run one demonstration over the runs folder and write runs/demos-WHAT.json (plus its pictures)."""
+    from conjure.lab.train import load_trained
+    runs = Path(runs)
+
+    def trained(name: str):
+        model = runs / name / "model"
+        if not (model / "config.json").is_file():
+            raise FileNotFoundError(f"no finished run at {model.parent}; train it with: conjure lab train "
+                                    f"{name.split('-seed')[0]}")
+        return load_trained(model)[0]
+
+    out = runs / f"demos-{what}.json"
+    if what == "vae":
+        vae = trained("vae-seed0").net_for_sampling()
+        result = {**vae_anomaly_auroc(vae), **vae_arithmetic(vae),
+                  "interpolation": str(vae_interpolation(vae, runs / "vae-interpolation.png"))}
+    elif what == "steps":
+        from conjure.lab.evaluate import floor_metrics
+        rows = {"ddpm": steps_study(trained("ddpm-seed0"), [5, 10, 20, 50], ["ddim"], n),
+                "flow": steps_study(trained("flow-seed0"), [5, 10, 20, 50], ["euler", "heun"], n)}
+        floor = floor_metrics(n)["fid_conjure_floor"]
+        result = {"rows": rows, "fid_conjure_floor": floor, "n": n,
+                  "plot": str(plot_steps(rows, floor, runs / "quality-vs-steps.png"))}
+    elif what == "collapse":
+        from conjure.lab.evaluate import generate, score_images
+        result = {}
+        for name in ("gan-seed0", "gan-unstable-seed0"):
+            images, y, _ = generate(trained(name), n)
+            s = score_images(images, y, n_ref=n, bootstrap=10)
+            result[name] = {k: s[k] for k in ("fid_conjure", "precision", "recall", "class_accuracy",
+                                              "classes_reached", "cluster_coverage", "cluster_coverage_per_class")}
+        result["collapse_detected"] = detect_collapse(result["gan-unstable-seed0"], result["gan-seed0"])
+        result["n"] = n
+    else:
+        raise ValueError(f"unknown demo '{what}'; choose vae, steps or collapse")
+    out.write_text(json.dumps(result, indent=1))
+    return out
+
+
+def detect_collapse(run: dict, reference: dict) -> dict:
+    """Mode collapse = samples cover few of the real modes: fewer than 8 of the 10 classes reached, or under
+    half of the per-class clusters, or recall under half the reference model's."""
+    reasons = []
+    if run["classes_reached"] < 8:
+        reasons.append(f"only {run['classes_reached']} of 10 classes reached")
+    if run["cluster_coverage"] < 0.5:
+        reasons.append(f"cluster coverage {run['cluster_coverage']:.2f} < 0.5")
+    if run["recall"] < 0.5 * reference["recall"]:
+        reasons.append(f"recall {run['recall']:.3f} under half of the stable GAN's {reference['recall']:.3f}")
+    return {"collapsed": bool(reasons), "reasons": reasons}

@@ -1,0 +1,1 @@
+"""Small building blocks shared by several architectures (those diffusers does not already provide)."""

@@ -1,0 +1,61 @@
+"""Lab measurements on constructed cases: k-means, mode coverage, AUROC, sharpness, collapse detection,
+and the report's 'best for' sentences."""
+
+import json
+
+import torch
+
+from conjure.lab.demos import auroc, detect_collapse
+from conjure.lab.evaluate import kmeans, sharpness
+from conjure.lab.report import best_for, report_markdown, summarise
+
+
+def test_kmeans_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.3 * torch.randn(50, 2, generator=g) for c in centres])
+    found = kmeans(x, 3, seed=1)
+    assert torch.cdist(centres, found).min(1).values.max() < 0.5
+
+
+def test_auroc_perfect_random_and_ties():
+    assert auroc(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 4.0])) == 1.0
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([0.0, 1.0])) == 0.0
+    assert auroc(torch.ones(5), torch.ones(7)) == 0.5
+    g = torch.Generator().manual_seed(0)
+    assert abs(auroc(torch.randn(4000, generator=g), torch.randn(4000, generator=g)) - 0.5) < 0.03
+
+
+def test_blur_lowers_sharpness():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+    assert sharpness(blurred) < 0.5 * sharpness(x)
+
+
+def test_collapse_detector():
+    stable = {"classes_reached": 10, "cluster_coverage": 0.9, "recall": 0.6}
+    assert not detect_collapse(stable, stable)["collapsed"]
+    collapsed = {"classes_reached": 3, "cluster_coverage": 0.2, "recall": 0.05}
+    verdict = detect_collapse(collapsed, stable)
+    assert verdict["collapsed"] and len(verdict["reasons"]) == 3
+
+
+def _run(fam, fid, ms, recall=0.5, seed=0):
+    return {"family": fam, "seed": seed, "images_seen": 1000, "stage_images": {"main": 1000}, "train_seconds": 60,
+            "train_flops": 1e12, "parameters": {"net": 10**6}, "sampling_params": 10**6, "sample_ms": ms, "nfe": 1,
+            "sample_flops": 1e8, "fid_conjure": fid, "fid_conjure_ci95": [fid - 1, fid + 1], "fid_conjure_floor": 2.0,
+            "kid_conjure": 0.1, "precision": 0.7, "recall": recall, "class_accuracy": 0.8, "class_accuracy_real": 0.86,
+            "classes_reached": 10, "cluster_coverage": 0.9, "sharpness": 0.2, "sharpness_real": 0.25, "n_samples": 2000,
+            "device": "cpu", "torch_threads": 2}
+
+
+def test_summary_and_best_for_cite_the_winning_numbers():
+    runs = {"gan": [_run("gan", 30.0, 0.1)], "ddpm": [_run("ddpm", 10.0, 50.0, recall=0.7), _run("ddpm", 12.0, 50.0, seed=1)]}
+    s = summarise(runs)
+    assert s["families"]["ddpm"]["fid_spread"] == 1.0 and s["families"]["gan"]["fid_spread"] is None
+    assert "fid_conjure 10" in best_for("ddpm", s) and "recall 0.7" in best_for("ddpm", s)
+    assert "0.1 ms" in best_for("gan", s)
+    md = report_markdown(s)
+    assert "| ddpm |" in md and "one seed only" in md
+    json.dumps(s)
