@@ -59,3 +59,11 @@ def test_summary_and_best_for_cite_the_winning_numbers():
     md = report_markdown(s)
     assert "| ddpm |" in md and "one seed only" in md
     json.dumps(s)
+
+
+def test_png_length_grows_with_image_complexity():
+    from conjure.lab.demos import png_nats
+    g = torch.Generator().manual_seed(0)
+    blank = torch.ones(2, 1, 28, 28)
+    noisy = torch.rand(2, 1, 28, 28, generator=g) * 2 - 1
+    assert (png_nats(noisy) > 3 * png_nats(blank)).all()
