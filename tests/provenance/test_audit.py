@@ -3,17 +3,18 @@ appends from threads and from processes make one valid chain."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 import threading
 
 import pytest
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, func, select, text, update
 
-from conjure.db import get_engine
+from conjure.db import get_engine, session_factory
 from conjure.provenance import audit
-from conjure.provenance.audit import AuditEntry, AuditHead
+from conjure.provenance.audit import AuditEntry, AuditHead, AuditPending
 from conjure.provenance.record import sha256_hex
 from tests.provenance.helpers import record
 
@@ -113,6 +114,43 @@ def test_record_prompt_modes_in_the_log(url):
     assert first["prompt"] == f"sha256:{sha256_hex('hash me')}"
     assert second["prompt"] == ""
     assert audit.verify(url).ok
+
+
+def test_append_is_idempotent_per_output(url):
+    rec = record(prompt="once")
+    first = audit.append(rec, sha256_hex("out"), "urn:c2pa:1", url=url)
+    again = audit.append(rec, sha256_hex("out"), "urn:c2pa:1", url=url)   # a retry after a crash
+    other = audit.append(rec, sha256_hex("other out"), url=url)            # the same job's next output
+    assert again.seq == first.seq == 1 and again.entry_hash == first.entry_hash and other.seq == 2
+    report = audit.verify(url)
+    assert report.ok and report.entries == 2
+
+
+def test_staged_entries_are_flushed_once(url):
+    rec = record(prompt="staged", job_id="job-1")
+    staged = [audit.stage(rec, sha256_hex(f"out {i}"), f"urn:c2pa:{i}", prompt_mode="hash") for i in range(2)]
+    with session_factory(url)() as s, s.begin():
+        s.add_all(staged)
+    # a crash after the first append but before its staged row went: the flush must not write it twice
+    audit._append_fields(json.loads(staged[0].fields), url)
+    assert audit.flush_pending(url, min_age_s=60) == 0          # too recent for a reaper
+    assert audit.flush_pending(url, job_ids=["job-2"]) == 0     # another job's
+    assert audit.flush_pending(url) == 1 and audit.flush_pending(url) == 0
+    report = audit.verify(url)
+    assert report.ok and report.entries == 2
+    entries = audit.find(output_sha256=sha256_hex("out 1"), url=url)
+    assert len(entries) == 1 and entries[0]["job_id"] == "job-1"
+    assert entries[0]["prompt"] == f"sha256:{sha256_hex('staged')}"   # record_prompt applied when staged
+    with session_factory(url)() as s:
+        assert s.scalar(select(func.count()).select_from(AuditPending)) == 0
+
+
+def test_redacting_a_staged_entry_redacts_what_is_appended(url):
+    with session_factory(url)() as s, s.begin():
+        s.add(audit.stage(record(prompt="secret", job_id="job-r"), sha256_hex("r"), prompt_mode="full"))
+    assert audit.redact("job-r", url=url) == 0 and audit.flush_pending(url) == 1
+    entry = audit.find(output_sha256=sha256_hex("r"), url=url)[0]
+    assert entry["prompt"] is None and entry["redacted"] is True and audit.verify(url).ok
 
 
 def test_bad_input(url):

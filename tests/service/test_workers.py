@@ -3,6 +3,7 @@ queued jobs, retries with backoff, and a real worker process killed with SIGKILL
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -19,6 +20,8 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from conjure.cli import app as cli_app
+from conjure.provenance import audit
+from conjure.provenance.audit import AuditEntry, AuditPending
 from conjure.service import worker as worker_mod
 from conjure.service.app import create_app
 from conjure.service.jobs import TRANSITIONS, Charge, Job, JobStatus, move
@@ -137,6 +140,44 @@ def test_state_changes_are_conditional(quiet):
         assert not move(s, job_id, JobStatus.SUCCEEDED)   # queued -> succeeded is not allowed
         assert move(s, job_id, JobStatus.CANCELLED)
         assert not move(s, job_id, JobStatus.RUNNING)     # terminal
+
+
+class Crash(BaseException):
+    """The process dying: no `except Exception` in the worker sees it."""
+
+
+def test_a_crash_between_commit_and_audit_leaves_no_job_unaudited(quiet, monkeypatch):
+    client, settings = quiet
+    posted = client.post("/v1/jobs", json={"prompt": "a lighthouse at dusk", "n": 2, **FAST})
+    assert posted.status_code in (200, 201, 202) and posted.json()["status"] == "queued", posted.text
+    job_id = posted.json()["id"]
+    worker = Worker(settings, queue=client.app.state.ctx.queue)
+
+    def crash(self, job_ids=None, min_age_s=0.0):
+        if job_ids:                  # the append right after the commit
+            raise Crash()
+    monkeypatch.setattr(Worker, "flush_audit", crash)
+    with pytest.raises(Crash):
+        worker.execute(job_id)       # by id: earlier tests may have left no-op messages on the queue
+    monkeypatch.undo()
+
+    def entries() -> list[dict]:
+        with client.app.state.ctx.sessions() as s:
+            rows = s.execute(select(AuditEntry).where(AuditEntry.job_id == job_id)).all()
+        return [audit.entry_dict(r[0]) for r in rows]
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and len(job["outputs"]) == 2 and entries() == []   # the window
+    for _ in range(2):               # the next worker to start appends them, and a second start adds nothing
+        Worker(settings, queue=client.app.state.ctx.queue).run_forever(max_jobs=0)
+    files = {hashlib.sha256(client.get(o["url"]).content).hexdigest() for o in job["outputs"]}
+    assert sorted(e["output_sha256"] for e in entries()) == sorted(files)   # exactly one entry per output
+    with client.app.state.ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AuditPending)) == 0
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli_app, ["audit", "verify"])
+    assert result.exit_code == 0 and result.output.startswith("ok:"), result.output
+    _drain(client, settings)
 
 
 def test_a_killed_worker_process_job_runs_again_and_commits_once(tmp_path, tiny_model_dir, caplog):

@@ -7,6 +7,11 @@ and hash; it is written in the same transaction as the entry, so cutting entries
 head that points past the last entry. Appends are serialised: `BEGIN IMMEDIATE` on SQLite, a
 `SELECT ... FOR UPDATE` of the head row on PostgreSQL.
 
+Appends are idempotent per output: a second append for the same job id and output sha256 returns the
+entry already written. The service stages each output's entry (`AuditPending`) in the transaction that
+commits the job, appends it right after, and `flush_pending()` writes whatever a crash left staged; so every
+committed output gets exactly one entry, however often the append is retried.
+
 `verify()` names every entry that was edited, deleted, reordered or cut off. What it cannot see is a
 rewrite of the whole chain *and* its head by someone with write access to the store: keep the printed head
 hash somewhere else (a log, a ticket) to close that gap.
@@ -15,9 +20,10 @@ hash somewhere else (a log, a ticket) to close that gap.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text, insert, select, update
+from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text, delete, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from conjure.db import Base, get_engine
@@ -60,6 +66,18 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)             # always 1: the lock row
     seq: Mapped[int] = mapped_column(Integer)
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditPending(Base):
+    """An output's audit entry, staged in the transaction that commits its job and removed once appended."""
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    output_sha256: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[str] = mapped_column(Text)                              # JSON of the entry's fields
+    staged_at: Mapped[float] = mapped_column(Float)                        # unix seconds
 
 
 @dataclass
@@ -114,28 +132,80 @@ def _lock_head(conn) -> AuditHead | None:
 
 def append(record: GenerationRecord, output_sha256: str, manifest_id: str = "", *, prompt_mode: str | None = None,
            url: str | None = None) -> AuditEntry:
-    """Append one entry for an output (its sha256 and manifest id) and move the head; returns the entry."""
+    """Append one entry for an output (its sha256 and manifest id) and move the head; returns the entry.
+
+    Idempotent per output: when the log already holds an entry for this job id and output sha256, that
+    entry is returned and nothing is written.
+    """
+    return _append_fields(_fields(record, output_sha256, manifest_id, prompt_mode), url)
+
+
+def stage(record: GenerationRecord, output_sha256: str, manifest_id: str = "", *,
+          prompt_mode: str | None = None) -> AuditPending:
+    """The pending row of an output's entry, to add in the transaction that commits the output.
+
+    The fields are fixed here (time, prompt in its recordable form), so a later `flush_pending` writes the
+    entry that `append` would have written now.
+    """
     fields = _fields(record, output_sha256, manifest_id, prompt_mode)
+    return AuditPending(job_id=fields["job_id"], output_sha256=output_sha256, fields=canonical_json(fields),
+                        staged_at=time.time())
+
+
+def flush_pending(url: str | None = None, job_ids: list[str] | None = None, min_age_s: float = 0.0) -> int:
+    """Append every staged entry (only those of `job_ids` when given, only those staged at least `min_age_s`
+    ago), oldest first, and remove each once it is in the log; returns how many entries were written.
+
+    Safe to run from several processes at once and to repeat after a crash: appends are idempotent.
+    """
+    engine = get_engine(url)
+    stmt = select(AuditPending.id, AuditPending.fields).where(AuditPending.staged_at <= time.time() - min_age_s)
+    if job_ids is not None:
+        stmt = stmt.where(AuditPending.job_id.in_(job_ids))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.order_by(AuditPending.id)).all()
+    written = 0
+    for row in rows:
+        written += _append_fields(json.loads(row.fields), url, count=True)
+        with engine.begin() as conn:
+            conn.execute(delete(AuditPending).where(AuditPending.id == row.id))
+    return written
+
+
+def _append_fields(fields: dict, url: str | None, count: bool = False):
+    """The serialised section of `append`: skip an output already in the log, else link, insert and move the
+    head. Returns the entry, or with `count` 1 if it wrote one and 0 if not."""
     engine = get_engine(url)
     with engine.connect() as conn:
         head = _lock_head(conn)
+        existing = conn.execute(select(AuditEntry).where(AuditEntry.job_id == fields["job_id"],
+                                                         AuditEntry.output_sha256 == fields["output_sha256"])
+                                .order_by(AuditEntry.seq).limit(1)).first()
+        if existing is not None:
+            conn.rollback()
+            return 0 if count else AuditEntry(**{c: getattr(existing, c) for c in AuditEntry.__table__.columns.keys()})
         seq, prev = (head.seq + 1, head.entry_hash) if head is not None else (1, GENESIS)
         fields.update(seq=seq, prev_hash=prev)
+        redacted = fields.pop("redacted", False)   # a staged entry redacted before it was appended
         fields["entry_hash"] = entry_hash(fields)
-        conn.execute(insert(AuditEntry).values(**fields, redacted=False))
+        conn.execute(insert(AuditEntry).values(**fields, redacted=redacted))
         if head is None:
             conn.execute(insert(AuditHead).values(id=1, seq=seq, entry_hash=fields["entry_hash"]))
         else:
             conn.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, entry_hash=fields["entry_hash"]))
         conn.commit()
-    return AuditEntry(**fields, redacted=False)
+    return 1 if count else AuditEntry(**fields, redacted=redacted)
 
 
 def redact(job_id: str, url: str | None = None) -> int:
-    """Blank the prompts of every entry of `job_id` (the chain stays valid); returns how many entries."""
+    """Blank the prompts of every entry of `job_id` (the chain stays valid), staged ones included; returns how
+    many entries of the log were redacted."""
     with get_engine(url).begin() as conn:
         result = conn.execute(update(AuditEntry).where(AuditEntry.job_id == job_id)
                               .values(prompt=None, negative_prompt=None, redacted=True))
+        for row in conn.execute(select(AuditPending.id, AuditPending.fields).where(AuditPending.job_id == job_id)):
+            fields = json.loads(row.fields) | {"prompt": None, "negative_prompt": None, "redacted": True}
+            conn.execute(update(AuditPending).where(AuditPending.id == row.id).values(fields=canonical_json(fields)))
         return result.rowcount
 
 

@@ -1,10 +1,14 @@
 """Workers: take job ids from the queue, run them under a lease, commit each job's outputs once.
 
 `run_job` is the only place the service calls a pipeline; the pipeline's guard screens the prompt and
-every output and stamps each file (watermark, parameters chunk, C2PA). The audit entries are written
-after the job's outputs commit, so a job that runs twice (a killed worker) is audited once. Everything else here is queue semantics: leases renewed by a
-heartbeat thread, cancellation and per-job timeouts checked at every sampling step, retries with
-exponential backoff for transient failures, and lost workers' jobs requeued by any live worker.
+every output and stamps each file (watermark, parameters chunk, C2PA). Each output's audit entry is staged in
+the transaction that commits the job and appended right after; a worker that dies between the two leaves the
+entries staged, and the next worker to start or to reap appends them (appends are idempotent per output). So a
+job that runs twice (a killed worker) is audited once, and no finished job is left unaudited.
+
+Everything else here is queue semantics: leases renewed by a heartbeat thread, cancellation and per-job
+timeouts checked at every sampling step, retries with exponential backoff for transient failures, and lost
+workers' jobs requeued by any live worker.
 
 Throughput: the model cache keeps pipelines loaded under a memory budget; a worker first takes queued jobs for a
 model it already holds (affinity), and with a job it also claims compatible queued jobs (same model, size,
@@ -243,6 +247,7 @@ class Worker:
     def run_forever(self, poll_s: float = 0.1, max_jobs: int | None = None) -> None:
         """Take and run jobs until `stop` is set (SIGTERM) or `max_jobs` have been run."""
         log.info("worker started", extra={"worker": self.id})
+        self.flush_audit()   # entries a crashed worker staged with its committed jobs
         while not self.stop.is_set() and (max_jobs is None or self.jobs_done < max_jobs):
             self.touch(busy=False)
             self.reap()
@@ -288,6 +293,7 @@ class Worker:
         if not force and now - self._last_reap < self.settings.lease_s / 2:
             return
         self._last_reap = now
+        self.flush_audit(min_age_s=self.settings.lease_s)   # left staged by a worker that died after its commit
         with self.sessions() as s, s.begin():
             ids = reap_expired(s, now)
             priorities = {j.id: j.priority for j in s.query(Job).filter(Job.id.in_(ids))} if ids else {}
@@ -437,11 +443,17 @@ class Worker:
                 return self._end(job, JobStatus.REFUSED, seconds, verdicts=result.verdicts, error=result.refused.get(
                     "reason", "refused by the safety policy"))
             outputs = self._store(job, result)
-            with self.sessions() as s, s.begin():
+            staged = self._stage_audit(result)
+            with self.sessions() as s, s.begin():   # 1. the job and its staged audit entries, in one transaction
                 ok = commit_outputs(s, job, self.id, outputs, result.verdicts, seconds())
+                if ok:
+                    s.add_all(staged)
             if not ok:
                 raise LeaseLost()
-            self._audit(result)
+            try:                                    # 2. into the chain (a crash here: the next flush does it)
+                self.flush_audit(job_ids=[job.id])
+            except Exception:   # committed: never discard its files; the entries stay staged for the next flush
+                log.exception("audit append failed: entries stay staged", extra={"job": job.id, "worker": self.id})
             log.info("job succeeded", extra={"job": job.id, "worker": self.id, "images": len(outputs),
                                              "seconds": round(seconds(), 3)})
             return JobStatus.SUCCEEDED
@@ -494,11 +506,20 @@ class Worker:
                 state["preview"] = base64.b64encode(png_bytes(image)).decode()
         return progress, preview
 
-    def _audit(self, result: JobOutputs) -> None:
-        """One audit entry per committed output (after the commit: a discarded attempt leaves none)."""
+    def _stage_audit(self, result: JobOutputs) -> list:
+        """One staged audit entry per output, to commit with the job (a discarded attempt commits none)."""
+        from conjure.db import get_engine
         from conjure.provenance import audit
-        for record, digest, manifest_id in result.records:
-            audit.append(record, digest, manifest_id or "", url=self.settings.db_url)
+        get_engine(self.settings.db_url)   # creates the staging table if this store has not seen it yet
+        return [audit.stage(record, digest, manifest_id or "") for record, digest, manifest_id in result.records]
+
+    def flush_audit(self, job_ids: list[str] | None = None, min_age_s: float = 0.0) -> int:
+        """Append staged audit entries (those of `job_ids`, or every one staged `min_age_s` ago) to the chain."""
+        from conjure.provenance import audit
+        written = audit.flush_pending(self.settings.db_url, job_ids, min_age_s)
+        if written and job_ids is None:
+            log.warning("audit entries recovered", extra={"worker": self.id, "entries": written})
+        return written
 
     def _store(self, job: Job, result: JobOutputs) -> list[dict]:
         """Write this attempt's stamped files as they are (keys carry the attempt: a stale worker never
