@@ -76,3 +76,15 @@ def test_exported_weights_reload_bit_identical(synthetic, tmp_path):
     f2, _ = load_trained(out)
     for (k, v), (_, w) in zip(f1.net_for_sampling().state_dict().items(), f2.net_for_sampling().state_dict().items()):
         assert torch.equal(v, w), k
+
+
+def test_gan_finalize_re_estimates_the_sampling_generators_batchnorm_statistics(synthetic):
+    family = families.build_family("gan", "test")
+    family.ema = None
+    g = family.nets["generator"]
+    before = [m.running_var.clone() for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    text = lab_data.text_for(torch.arange(256) % 10, prompt_only=True)
+    family.finalize(torch.zeros(256, 1, 28, 28), text)
+    after = [m.running_var for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after))
+    assert not g.training

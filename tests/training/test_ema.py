@@ -45,3 +45,14 @@ def test_warm_up_caps_the_half_life():
     assert early == pytest.approx(0.5)
     late = ema.update(_model(1.0), images_seen=1_000_000, batch=4)
     assert late == pytest.approx(0.5 ** (4 / 10_000))
+
+
+def test_buffers_are_copied_not_averaged():
+    import torch
+    from conjure.training.ema import EMA
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = EMA(net, half_life_images=1e9)
+    net.train()
+    net(torch.randn(64, 3) * 5 + 2)                      # moves the running statistics
+    ema.update(net, images_seen=10**6, batch=64)
+    assert torch.equal(ema.model[1].running_mean, net[1].running_mean)

@@ -51,10 +51,32 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Ten
     return c
 
 
+def _cache_dir() -> Path:
+    """Reference numbers that depend only on the data and the frozen feature network, kept between runs
+    under CONJURE_HOME, keyed by the feature network's file hash."""
+    from conjure.config import get_settings
+    from conjure.evaluation.metrics import FEATURES_MODEL
+    from conjure.training.cache import file_hash
+    d = get_settings().home / "cache" / "lab" / file_hash(FEATURES_MODEL / "model.safetensors")[:16]
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 @lru_cache(maxsize=1)
 def class_clusters() -> tuple[torch.Tensor, torch.Tensor]:
     """Per class, k = 10 k-means centroids of the real test images' features and each cluster's share:
     (10, k, D) and (10, k)."""
+    from safetensors.torch import load_file, save_file
+    path = _cache_dir() / f"clusters-k{KMEANS_K}.safetensors"
+    if path.is_file():
+        t = load_file(str(path))
+        return t["centroids"], t["shares"]
+    cents, shares = _class_clusters()
+    save_file({"centroids": cents.contiguous(), "shares": shares.contiguous()}, str(path))
+    return cents, shares
+
+
+def _class_clusters() -> tuple[torch.Tensor, torch.Tensor]:
     from conjure.evaluation.metrics import features_of
     d = load_split("test")
     feats = features_of(feature_net(), to_metric_images(to_uint8(d.x))).float()
@@ -110,11 +132,16 @@ def sampling_flops(family: Family, steps: int | None = None, sampler: str | None
 def floor_metrics(n: int = N_EVAL) -> dict:
     """Real-vs-real: validation split against test split at equal n, through the same pipeline."""
     from conjure.evaluation.metrics import image_set_metrics
+    path = _cache_dir() / f"floor-n{n}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
     real, _ = reference("test", n)
     val, _ = reference("validation", n)
     m = image_set_metrics(feature_net(), real, val, is_head="fashion_class", bootstrap=20)
-    return {"fid_conjure_floor": m["fid_conjure"], "kid_conjure_floor": m["kid_conjure"],
-            "precision_floor": m["precision_conjure"], "recall_floor": m["recall_conjure"]}
+    out = {"fid_conjure_floor": m["fid_conjure"], "kid_conjure_floor": m["kid_conjure"],
+           "precision_floor": m["precision_conjure"], "recall_floor": m["recall_conjure"]}
+    path.write_text(json.dumps(out))
+    return out
 
 
 def sharpness(images28: torch.Tensor) -> float:

@@ -69,6 +69,9 @@ class Family:
     def train_step(self, stage: str, x: torch.Tensor, text: torch.Tensor, drop: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
 
+    def finalize(self, x: torch.Tensor, text: torch.Tensor) -> None:
+        """Called once when training ends, with training images and their captions' vectors."""
+
     def net_for_sampling(self) -> nn.Module:
         return self.ema if self.ema is not None else self.nets[self.sampling_net_name]
 
@@ -122,6 +125,24 @@ class GANFamily(Family):
         self._step(self.opts["generator"], g_loss)
         return {"d_loss": float(d_loss), "g_loss": float(g_loss), "d_real": float(real_logit.mean()),
                 "d_fake": float(fake_logit.mean())}
+
+    @torch.no_grad()
+    def finalize(self, x, text):
+        """Standing BatchNorm statistics for the sampling generator (as BigGAN does for its EMA generator): its
+        running means and variances are re-estimated from its own outputs over many batches, since statistics
+        gathered by the raw generator do not belong to the averaged weights."""
+        g = self.net_for_sampling()
+        bns = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None                      # a cumulative average over the batches below
+        g.train()
+        gen = torch.Generator().manual_seed(0)
+        for b in text.split(128):
+            g(torch.randn(len(b), self.z_dim, generator=gen), b)
+        for m in bns:
+            m.momentum = 0.1
+        g.eval()
 
     @torch.no_grad()
     def sample(self, text, gen, steps=None, sampler=None, guidance=1.0):

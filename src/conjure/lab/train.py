@@ -144,6 +144,8 @@ def train_family(name: str, run_dir: Path, images: int = 300_000, seed: int = 0,
             state["stage_images"] = 0
             state["stage_index"] = si + 1
             _save(run_dir, family, state)
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:BATCH * 40]
+    family.finalize(data.x[idx], text_for(data.y[idx], torch.Generator().manual_seed(seed)))
     _save(run_dir, family, state)
     return export_model(run_dir, family, state, config)
 

@@ -23,4 +23,6 @@ class EMA:
         decay = 0.5 ** (batch / max(half_life, 1e-8))
         for p_ema, p in zip(self.model.parameters(), model.parameters()):
             p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):    # BatchNorm statistics: copied, not averaged
+            b_ema.copy_(b)
         return decay
