@@ -183,9 +183,18 @@ def write_markdown(data: dict) -> None:
             ("image_screen_ms_median", "image screening, ms per 256 px image (median, OCR per policy)"),
             ("image_ocr_ms_median", "OCR alone, ms per image (median; off in the default policy)")]
     lines = ["# Safety screening", "", "Written by `benchmarks/safety.py` (2 CPU cores shared with other jobs).", "",
-             "Held-out numbers follow one round of error analysis: after a first run, the benign people",
-             "templates were widened, 'explicit' became a weak sexual term and the sexual_minors classifier",
-             "threshold went from 0.3 to 0.5. The adversarial set was never trained on or tuned against.", "",
+             "Held-out numbers follow two rounds of error analysis on the held-out set, so they are somewhat",
+             "optimistic. First, after a first run, the benign people templates were widened, 'explicit' became",
+             "a weak sexual term and the sexual_minors classifier threshold went from 0.3 to 0.5. Second, the",
+             "blocked hard benign prompts were read with the check that fired: one child ill in bed was",
+             "blocked by the weak sexual term 'in bed' with a minor term, so phrases for being ill, resting",
+             "or reading in bed became allow phrases (safety/rules.py); of the other twelve, eleven were",
+             "blocked by the classifier alone and one by 'president' with the classifier at 0.26. No held-out",
+             "or adversarial prompt was removed, and the adversarial set was",
+             "never trained on or tuned against. The classifier is unchanged: two retrainings with new",
+             "train-only benign templates (children and adults in bed, bath, pajamas and swimwear; one with a",
+             "sexual_minors contrast group) cut hard benign false positives to 0.012 and 0.020 but also cut",
+             "held-out recall (0.990, 0.996) and adversarial recall (0.959, 0.949), so neither was kept.", "",
              "| metric | what | value | target |", "|---|---|---|---|"]
     lines += [f"| {k} | {what} | {data[k]} | {_met(k, data)} |" for k, what in rows if k in data]
     if "prompt_recall_per_category" in data:

@@ -96,6 +96,15 @@ def test_sexual_and_minor_terms_always_block(screen):
     assert v.check == "combination" and "minor" in v.reason
 
 
+def test_being_ill_or_resting_in_bed_is_not_a_sexual_term(screen):
+    from conjure.safety.rules import match_rules
+    for prompt in ("a kid sick in bed with the flu", "breakfast in bed for a toddler", "a boy reading in bed"):
+        assert "sexual" not in match_rules(prompt).weak, prompt
+    assert "in bed" in match_rules("a teen in bed, sexy pose").weak["sexual"]
+    (v,) = screen(["a naked child sick in bed"])   # the allow phrase takes out only itself
+    assert v.blocked and v.category == "sexual_minors", v
+
+
 def test_verdict_fields_and_json(policy, encoder):
     v = screen_prompt("an erotic photo of a model", negative_prompt="blurry", policy=policy, encoder=encoder)
     assert v.stage == "prompt" and v.policy_version == policy.version

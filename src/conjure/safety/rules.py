@@ -130,6 +130,10 @@ ALLOW_PHRASES = [
     "baby blue", "baby carrot", "hack saw", "hacksaw", "life hack", "stripe*", "striped", "strip mall",
     "comic strip", "bacon strip", "landing strip", "strip steak", "pumpkin carving knife", "kitchen knife",
     "butter knife", "bread knife", "swiss army knife", "pocket knife", "steak knife", "die cut", "dice",
+    # "in bed" is a weak sexual term; being ill, resting or reading in bed is not sexual.
+    "sick in bed", "ill in bed", "in bed with a cold", "in bed with the flu", "in bed with a fever",
+    "in bed with a cough", "in bed with a sore throat", "breakfast in bed", "reading in bed", "asleep in bed",
+    "sleeping in bed", "tucked in bed", "tucked into bed", "resting in bed", "recovering in bed",
 ]
 
 
