@@ -24,7 +24,7 @@ def test_evaluate_needs_a_finished_run(tmp_path):
 
 def test_unknown_demo_and_empty_compare(tmp_path):
     r = runner.invoke(app, ["lab", "demos", "nope", "--runs", str(tmp_path)])
-    assert r.exit_code == 2 and "choose vae, steps or collapse" in r.output
+    assert r.exit_code == 2 and "choose vae, steps" in r.output
     r = runner.invoke(app, ["lab", "compare", "--runs", str(tmp_path), "--out", str(tmp_path / "o"),
                             "--results", str(tmp_path / "lab.json")])
     assert r.exit_code == 2 and "conjure lab evaluate" in r.output

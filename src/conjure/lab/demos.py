@@ -174,10 +174,17 @@ def run_demo(what: str, runs: Path, n: int = 500) -> Path:
         vae = trained("vae-seed0").net_for_sampling()
         result = {**vae_anomaly_auroc(vae), **vae_arithmetic(vae),
                   "interpolation": str(vae_interpolation(vae, runs / "vae-interpolation.png"))}
-    elif what == "steps":
+    elif what.startswith("steps"):          # "steps" (both), "steps-ddpm" or "steps-flow" (one, merged in)
         from conjure.lab.evaluate import floor_metrics
-        rows = {"ddpm": steps_study(trained("ddpm-seed0"), [5, 10, 20, 50], ["ddim"], n),
-                "flow": steps_study(trained("flow-seed0"), [5, 10, 20, 50], ["euler", "heun"], n)}
+        samplers = {"ddpm": ["ddim"], "flow": ["euler", "heun"]}
+        fams = [what.split("-", 1)[1]] if "-" in what else list(samplers)
+        if any(f not in samplers for f in fams):
+            raise ValueError(f"unknown steps study '{what}'; choose steps, steps-ddpm or steps-flow")
+        out = runs / "demos-steps.json"
+        old = json.loads(out.read_text()) if out.is_file() else {}
+        rows = {f: r for f, r in old.get("rows", {}).items() if old.get("n") == n}
+        for f in fams:
+            rows[f] = steps_study(trained(f"{f}-seed0"), [5, 10, 20, 50], samplers[f], n)
         floor = floor_metrics(n)["fid_conjure_floor"]
         result = {"rows": rows, "fid_conjure_floor": floor, "n": n,
                   "plot": str(plot_steps(rows, floor, runs / "quality-vs-steps.png"))}
@@ -192,7 +199,7 @@ def run_demo(what: str, runs: Path, n: int = 500) -> Path:
         result["collapse_detected"] = detect_collapse(result["gan-unstable-seed0"], result["gan-seed0"])
         result["n"] = n
     else:
-        raise ValueError(f"unknown demo '{what}'; choose vae, steps or collapse")
+        raise ValueError(f"unknown demo '{what}'; choose vae, steps (steps-ddpm, steps-flow) or collapse")
     out.write_text(json.dumps(result, indent=1))
     return out
 
