@@ -156,7 +156,8 @@ def export_model(run_dir: Path, family: Family, state: dict, config: dict) -> Pa
     out.mkdir(exist_ok=True)
     import shutil
     shutil.copy2(run_dir / "checkpoint" / "weights.safetensors", out / "weights.safetensors")
-    stage_images = {s: family.stage_images(s, config["images"]) for s in family.stages}
+    # the loop runs whole batches, so each stage sees its budget rounded up to a multiple of the batch
+    stage_images = {s: -(-family.stage_images(s, config["images"]) // BATCH) * BATCH for s in family.stages}
     total_flops = sum(state["flops"][s] * stage_images[s] for s in family.stages)
     meta = {**config, "stage_images": stage_images, "train_seconds": round(state["seconds"], 1),
             "stage_seconds": {k: round(v, 1) for k, v in state["stage_seconds"].items()},
