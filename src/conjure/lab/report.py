@@ -88,7 +88,8 @@ def best_for(fam: str, s: dict) -> str:
         ranks = sorted(f, key=lambda k: f[k]["fid_conjure"])
         notes.append(f"nothing measured here: quality rank {ranks.index(fam) + 1} of {len(f)} "
                      f"(fid_conjure {_g(me['fid_conjure'])}) at {_g(me['sample_ms'])} ms per image")
-    return "; ".join(notes).capitalize() + "."
+    text = "; ".join(notes)
+    return text[:1].upper() + text[1:] + "."
 
 
 def plot_losses(runs_dir: Path, path: Path) -> Path:
@@ -264,10 +265,14 @@ def report_markdown(s: dict) -> str:
         lines += ["", "Quality against sampling steps:", "", "![quality against steps](quality-vs-steps.png)"]
     if "collapse" in d:
         c = d["collapse"]
+        from conjure.lab.demos import detect_collapse
+        stable = detect_collapse(c["gan-seed0"], c["gan-seed0"])
         lines += ["", f"Mode collapse check on {c['n']} samples each: stable GAN "
                   f"{json.dumps({k: c['gan-seed0'][k] for k in ('recall', 'cluster_coverage', 'classes_reached')})}; "
                   f"unstable GAN {json.dumps({k: c['gan-unstable-seed0'][k] for k in ('recall', 'cluster_coverage', 'classes_reached')})}: "
-                  f"{'collapse detected (' + '; '.join(c['collapse_detected']['reasons']) + ')' if c['collapse_detected']['collapsed'] else 'no collapse detected'}."]
+                  f"{'collapse detected (' + '; '.join(c['collapse_detected']['reasons']) + ')' if c['collapse_detected']['collapsed'] else 'no collapse detected'}. "
+                  + (f"The same checks flag the stable GAN too ({'; '.join(stable['reasons'])}): it is less collapsed, "
+                     f"not free of it." if stable["collapsed"] else "The same checks pass the stable GAN.")]
     lines += ["", "## Samples (rows: classes; same seeds for every family)", ""]
     lines += [f"**{fam}**\n\n![{fam}](samples/{fam}.png)\n" for fam in f]
     lines += ["## Training curves", "", "![loss curves](loss-curves.png)", ""]
