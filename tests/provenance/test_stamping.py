@@ -38,7 +38,8 @@ def _write(tmp_path, rec, prompt_mode="full", seed=0):
 def test_round_trip(tmp_path, store):
     rec = record(seed=5)
     path, stamped = _write(tmp_path, rec)
-    assert stamped.timings["total"] < 2.0 and stamped.watermark_id == rec.watermark_id
+    # per-stage timings are recorded (benchmarks/provenance.py measures them; no wall-clock limit in a unit test)
+    assert stamped.timings["total"] > 0 and stamped.watermark_id == rec.watermark_id
     report = verify_file(path)
     assert report.c2pa.state == "valid" and report.c2pa.manifest_id == stamped.manifest_id
     assert report.watermark.found and report.watermark.watermark_id == rec.watermark_id
