@@ -241,8 +241,6 @@ class DiffusionFamily(Family):
     def sample(self, text, gen, steps=None, sampler=None, guidance=1.0):
         net = self.net_for_sampling().eval()
         sched = diffusion_sampler(sampler or "ddim", self.schedule)
-        if not self.latent:      # pixels live in [-1, 1]: clip each x_0 prediction there, as DDPM does
-            sched.register_to_config(clip_sample=True, clip_sample_range=1.0)
         sched.set_timesteps(steps or self.spec.steps)
         shape = ((len(text), self.nets["autoencoder"].config.latent_channels, 7, 7) if self.latent
                  else (len(text), 1, 28, 28))
