@@ -14,8 +14,8 @@ RUNS = Path("runs/lab")
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    from conjure.cli import fail      # the CLI's one error exit (status 2); imported late: cli imports this module
+    fail(message)
 
 
 @lab_app.command("train")

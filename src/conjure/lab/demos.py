@@ -102,20 +102,18 @@ def vae_arithmetic(vae, per_class: int = 200) -> dict:
     mus = torch.cat([vae.encode(b, null.expand(len(b), -1))[0] for b in d.x.split(500)])
     means = torch.stack([mus[d.y == c].mean(0) for c in range(len(CLASSES))])
     g = torch.Generator().manual_seed(0)
-    hits_arith, hits_swap, total = 0, 0, 0
+    head = feature_net().heads["fashion_class"]
+
+    def called_b(imgs: torch.Tensor, b: torch.Tensor) -> int:
+        pred = head(features_of(feature_net(), to_metric_images(to_uint8(imgs))).float()).argmax(1)
+        return int((pred == _class_index_map()[b]).sum())
+
+    hits_arith = hits_swap = total = 0
     for a in range(len(CLASSES)):
         idx = (d.y == a).nonzero().flatten()[:per_class // len(CLASSES) * 2]
         b = (a + 1 + torch.randint(len(CLASSES) - 1, (len(idx),), generator=g)) % len(CLASSES)
-        z = mus[idx] - means[a] + means[b]
-        arith = vae.decode(z, null.expand(len(z), -1))
-        swap = vae.decode(mus[idx], vae.cond(text_for(b, prompt_only=True)))
-        for imgs, counter in ((arith, "a"), (swap, "s")):
-            pred = feature_net().heads["fashion_class"](features_of(feature_net(), to_metric_images(to_uint8(imgs))).float()).argmax(1)
-            hit = int((pred == _class_index_map()[b]).sum())
-            if counter == "a":
-                hits_arith += hit
-            else:
-                hits_swap += hit
+        hits_arith += called_b(vae.decode(mus[idx] - means[a] + means[b], null.expand(len(idx), -1)), b)
+        hits_swap += called_b(vae.decode(mus[idx], vae.cond(text_for(b, prompt_only=True))), b)
         total += len(idx)
     return {"arithmetic_accuracy": round(hits_arith / total, 4), "condition_swap_accuracy": round(hits_swap / total, 4),
             "n": total}

@@ -150,6 +150,12 @@ def sharpness(images28: torch.Tensor) -> float:
     return round(float(torch.nn.functional.conv2d(images28.clamp(-1, 1), k).abs().mean()), 4)
 
 
+@lru_cache(maxsize=4)
+def real_sharpness(n: int) -> float:
+    """Sharpness of n real test images: computed once per process, not once per scored set."""
+    return sharpness(load_split("test", limit=n).x)
+
+
 def score_images(images28: torch.Tensor, y: torch.Tensor, n_ref: int = N_EVAL, bootstrap: int = 20) -> dict:
     """Every image-set number for generated images (n, 1, 28, 28) prompted with classes y."""
     from conjure.evaluation.metrics import features_of, image_set_metrics
@@ -166,7 +172,7 @@ def score_images(images28: torch.Tensor, y: torch.Tensor, n_ref: int = N_EVAL, b
             "kid_conjure": m["kid_conjure"], "precision": m["precision_conjure"], "recall": m["recall_conjure"],
             "is_conjure": m["is_conjure"], "class_accuracy": round(accuracy, 4),
             **mode_coverage(feats, y, inverse[pred]), "sharpness": sharpness(images28),
-            "sharpness_real": sharpness(load_split("test", limit=n_ref).x), "n_samples": len(y), "n_real": n_ref}
+            "sharpness_real": real_sharpness(n_ref), "n_samples": len(y), "n_real": n_ref}
 
 
 def real_class_accuracy(n: int = N_EVAL) -> float:
