@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := data/npm/node_modules/.installed
 export CONJURE_HOME ?= $(CURDIR)/.cache/conjure
 
-.PHONY: run demo test setup system-deps data model bench clean-cache
+.PHONY: run demo test setup system-deps data model music-model bench clean-cache
 
 setup: $(STAMP) $(NPM_STAMP) system-deps
 
@@ -45,6 +45,10 @@ system-deps:
 	@if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq ffmpeg espeak-ng) >/dev/null; \
 	  else echo "needed for speech (audio formats, fallback voice): sudo apt-get install ffmpeg espeak-ng"; fi; fi
+	@if ! command -v fluidsynth >/dev/null || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	    fluidsynth fluid-soundfont-gm) >/dev/null; \
+	  else echo "needed for music: sudo apt-get install fluidsynth fluid-soundfont-gm"; fi; fi
 
 # Build the dataset cache (emoji, icons, Fashion-MNIST) from the installed packages.
 data: setup
@@ -68,6 +72,10 @@ test: setup
 model: data
 	$(BIN)/conjure train recipes/conjure-tiny-vae.yaml --export models/conjure-tiny/vae
 	$(BIN)/conjure train recipes/conjure-tiny.yaml --export models/conjure-tiny
+
+# Reproduce the built-in melody model conjure-music (corpus, training, evaluation; see models/conjure-music/README.md).
+music-model: setup
+	bash recipes/conjure-music.sh
 
 bench: setup
 	$(BIN)/python benchmarks/text_to_image.py

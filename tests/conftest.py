@@ -119,3 +119,27 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     folder = root / "sd-tiny"
     pipe.save_pretrained(folder)
     return folder
+
+
+def synthetic_tunes(n: int = 24) -> list:
+    """Small melodies in D major 6/8 and A minor 3/4 (scale fragments), as corpus pieces."""
+    from conjure.music.corpus import Piece
+    d_major, a_minor = [62, 64, 66, 67, 69, 71, 73, 74], [57, 59, 60, 62, 64, 65, 68, 69]
+    pieces = []
+    for i in range(n):
+        if i % 2:
+            bars = [[(p, 12) for p in a_minor[j % 4:j % 4 + 3]] for j in range(8)]
+            pieces.append(Piece("test", f"am{i}", f"g{i}", "train", "waltz", "3/4", 9, "minor", bars))
+        else:
+            bars = [[(p, 12 if k % 2 == 0 else 6) for k, p in enumerate(d_major[j % 3:j % 3 + 4])]
+                    for j in range(8)]
+            pieces.append(Piece("test", f"dm{i}", f"g{i}", "train", "jig", "6/8", 2, "major", bars))
+    return pieces
+
+
+@pytest.fixture(scope="session")
+def tiny_music_model(tmp_path_factory) -> Path:
+    """A tiny melody model trained for a few steps on synthetic tunes (a model folder)."""
+    from conjure.music.train import train
+    tunes = synthetic_tunes()
+    return train(tmp_path_factory.mktemp("music-run"), steps=40, preset="test", pieces=tunes, val_pieces=tunes[:4])

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
     default_model: str = DEFAULT_MODEL
     threads: int = 0                                # torch intra-op threads; 0 = torch's default
+    music_model: Optional[Path] = None              # melody model folder; unset = the built-in conjure-music
     database_url: str = ""                          # SQLAlchemy URL; "" = SQLite file conjure.db under home
     # provenance (C2PA, watermark, audit log)
     record_prompt: Literal["full", "hash", "none"] = "full"   # what of a prompt outputs, jobs and audit keep

@@ -117,10 +117,10 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
             sweeper.stop()
             procs.stop()
 
-    from conjure.service.routes import audio, files, jobs, openai, ops, preference, web
+    from conjure.service.routes import audio, files, jobs, music, openai, ops, preference, web
     app = FastAPI(title="conjure", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted generation service: a native jobs API and an OpenAI-compatible one.")
-    for module in (jobs, files, openai, audio, ops, preference, web):
+    for module in (jobs, music, files, openai, audio, ops, preference, web):
         app.include_router(module.router)
     _install_handlers(app)
     return app

@@ -19,7 +19,7 @@ from conjure.config import Settings
 from conjure.service.auth import RateLimiter, User
 from conjure.service.jobs import Job, JobStatus, images_charged, new_job, queued_count, spec_hash
 from conjure.service.queue import JobQueue
-from conjure.service.schemas import JobCreate, JobPublic, OutputPublic, Progress
+from conjure.service.schemas import JobCreate, JobPublic, MusicCreate, OutputPublic, Progress
 from conjure.service.screening import screen_prompt
 from conjure.service.signing import signed_path
 from conjure.service.storage import Storage
@@ -72,8 +72,8 @@ def resolve_model(settings: Settings, spec: dict) -> dict:
     return spec
 
 
-def submit(ctx: ServiceContext, user: User, params: JobCreate, uploads: dict[str, Image.Image] | None = None,
-           idempotency_key: str | None = None) -> Submission:
+def submit(ctx: ServiceContext, user: User, params: JobCreate | MusicCreate,
+           uploads: dict[str, Image.Image] | None = None, idempotency_key: str | None = None) -> Submission:
     """Create a job (or find the one this idempotency key already made) and queue it."""
     uploads = {k: v for k, v in (uploads or {}).items() if v is not None}
     if "mask" in uploads and "init_image" not in uploads:
@@ -81,7 +81,10 @@ def submit(ctx: ServiceContext, user: User, params: JobCreate, uploads: dict[str
     if "mask" in uploads and uploads["mask"].size != uploads["init_image"].size:
         raise ServiceError(400, f"the mask is {uploads['mask'].size} but the init image is "
                            f"{uploads['init_image'].size}: they must be the same size")
-    spec = resolve_model(ctx.settings, params.model_dump(exclude={"priority"}))
+    if isinstance(params, MusicCreate):
+        spec = music_spec(params)
+    else:
+        spec = resolve_model(ctx.settings, params.model_dump(exclude={"priority"}))
     blobs = {k: png_bytes(im) for k, im in uploads.items()}
     for k, data in blobs.items():
         spec[f"{k}_sha256"] = hashlib.sha256(data).hexdigest()
@@ -113,6 +116,19 @@ def submit(ctx: ServiceContext, user: User, params: JobCreate, uploads: dict[str
     if refusal is None:
         ctx.queue.put(job.id, params.priority)
     return Submission(job, created=True, refusal=refusal)
+
+
+def music_spec(params: MusicCreate) -> dict:
+    """A music job's spec; the request is parsed now, so a key or instrument the parser rejects is a 400 at once."""
+    from conjure.music.pipeline import MODEL_NAME
+    from conjure.music.prompt import parse_prompt
+    spec = {"task": "music", "model": MODEL_NAME, "n": 1, **params.model_dump(exclude={"priority"})}
+    try:
+        parse_prompt(spec["prompt"], bars=spec["bars"], tempo=spec["tempo"], key=spec["key"], meter=spec["meter"],
+                     instrument=spec["instrument"])
+    except ValueError as e:
+        raise ServiceError(400, str(e), code="invalid_value") from None
+    return spec
 
 
 def _idempotent(s: Session, user: User, key: str, spec: dict) -> Job | None:
@@ -165,7 +181,9 @@ def job_public(ctx: ServiceContext, job: Job, base_url: str = "") -> JobPublic:
     ttl = ctx.settings.url_ttl_s
     expires = int(time.time() + ttl)
     outputs = [OutputPublic(url=base_url.rstrip("/") + signed_path(ctx.secret, o["key"], ttl), expires_at=expires,
-                            seed=o["seed"], width=o["width"], height=o["height"]) for o in (job.outputs or [])]
+                            seed=o["seed"], width=o.get("width"), height=o.get("height"),
+                            media_type=o.get("media_type", "image/png"), duration_s=o.get("duration_s"))
+               for o in (job.outputs or [])]
     return JobPublic(id=job.id, status=job.status, priority=job.priority, spec=job.spec, created_at=job.created_at,
                      started_at=job.started_at, finished_at=job.finished_at, attempts=job.attempts,
                      progress=Progress(step=job.progress_step, total=job.progress_total), outputs=outputs,

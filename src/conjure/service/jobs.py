@@ -202,9 +202,10 @@ def next_for_models(s: Session, models: list[str]) -> str | None:
 
 
 def batch_key(spec: dict) -> tuple | None:
-    """What jobs must share to sample as one batch; None for a job that cannot batch (an init image or mask).
+    """What jobs must share to sample as one batch; None for a job that cannot batch (an init image or mask,
+    music).
     Prompt, negative prompt, guidance (other than 1 = no guidance), seed and n may differ."""
-    if spec.get("init_image") or spec.get("mask"):
+    if spec.get("init_image") or spec.get("mask") or spec.get("task", "image") != "image":
         return None
     return (spec.get("model"), spec.get("size"), spec.get("steps"), spec.get("scheduler"),
             spec.get("precision", "fp32"), spec.get("guidance") == 1.0)
@@ -261,7 +262,8 @@ def commit_outputs(s: Session, job: Job, worker: str, outputs: list[dict], verdi
     ok = move(s, job.id, JobStatus.SUCCEEDED, Job.lease_owner == worker, outputs=outputs, verdicts=verdicts,
               lease_owner=None, lease_expires=None, compute_s=Job.compute_s + compute_s, preview=None)
     if ok:
-        s.add(Charge(job_id=job.id, owner=job.owner, day=utc_day(), images=len(outputs)))
+        charged = sum(o.get("media_type") != "audio/midi" for o in outputs)   # a piece's MIDI file is free
+        s.add(Charge(job_id=job.id, owner=job.owner, day=utc_day(), images=charged))
     return ok
 
 

@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conjure.diffusion.samplers import SAMPLERS
+from conjure.music.corpus import METERS
+from conjure.music.prompt import MAX_BARS, MAX_BPM, MIN_BARS, MIN_BPM
+from conjure.music.prompt import MAX_PROMPT_CHARS as MAX_MUSIC_PROMPT_CHARS
 from conjure.pipelines.request import MAX_GUIDANCE, MAX_N, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 
 Scheduler = Enum("Scheduler", {name: name for name in SAMPLERS}, type=str)
@@ -52,8 +55,35 @@ class OutputPublic(BaseModel):
     url: str = Field(description="Signed URL, valid until `expires_at`.")
     expires_at: int
     seed: int
-    width: int
-    height: int
+    width: int | None = Field(None, description="Images only.")
+    height: int | None = Field(None, description="Images only.")
+    media_type: str = Field("image/png", description="image/png, or the audio format's type, or audio/midi.")
+    duration_s: float | None = Field(None, description="Audio only.")
+
+
+class MusicCreate(BaseModel):
+    """A text-to-music job: the prompt says style, mood, key, meter, tempo and instrument in words; the fields
+    beside it, when set, win over the words."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_MUSIC_PROMPT_CHARS,
+                        description="e.g. 'a lively jig in D major on the fiddle'.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Sampling seed: the same seed gives the same tune.")
+    bars: int | None = Field(None, ge=MIN_BARS, le=MAX_BARS, description="Length in bars (default 16).")
+    tempo: int | None = Field(None, ge=MIN_BPM, le=MAX_BPM, description="Beats per minute (the meter's beat).")
+    key: str | None = Field(None, max_length=24, description="e.g. 'D major', 'E minor', 'F#m'.")
+    meter: Literal[METERS] | None = Field(None, description="Time signature.")
+    instrument: str | None = Field(None, max_length=32, description="General MIDI instrument word, e.g. fiddle.")
+    temperature: float = Field(1.0, ge=0.1, le=2.0, description="Sampling temperature.")
+    response_format: Literal["wav", "mp3", "flac", "opus", "aac"] = "wav"
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S,
+                                    description="Fail the job after this long (capped by the server's limit).")
+
+    @property
+    def n(self) -> int:          # one piece: what the quota counts
+        return 1
 
 
 class JobPublic(BaseModel):

@@ -80,6 +80,7 @@ class JobOutputs:
     refused: dict | None = None                       # a verdict that refused the job (no images delivered)
     records: list = field(default_factory=list)       # provenance records of the delivered files, for the audit
     timings: dict = field(default_factory=dict)       # seconds per pipeline stage
+    media: list[dict] = field(default_factory=list)   # per file when not PNG images: {"ext", "media_type", ...}
 
 
 def module_bytes(pipe) -> int:
@@ -155,6 +156,8 @@ def run_job(spec: dict, inputs: dict[str, Image.Image], models: ModelCache,
             preview: Callable[[int, Image.Image], None] | None = None,
             job_id: str | None = None, user: str = "") -> JobOutputs:
     """Run one job's generation: the single call from the service into a pipeline."""
+    if spec.get("task") == "music":
+        return run_music_job(spec, job_id, user, models.settings)
     from conjure.pipelines.product import Job as PipelineJob
     from conjure.pipelines.product import Refused
     # 1. the model (warm in the cache after the first job) and the request, checked against it
@@ -170,6 +173,33 @@ def run_job(spec: dict, inputs: dict[str, Image.Image], models: ModelCache,
     except Refused as e:
         return job_outputs(e)
     return job_outputs(result)
+
+
+_music_pipes: dict = {}
+
+
+def run_music_job(spec: dict, job_id: str | None, user: str, settings: Settings | None = None) -> JobOutputs:
+    """A text-to-music job: the audio file (signed) and its MIDI file; the worker audits both on commit."""
+    from conjure.music.pipeline import MODEL_DIR, MusicPipeline
+    from conjure.pipelines.speech import FORMATS
+    from conjure.safety.verdict import Refused
+    folder = (settings.music_model if settings else None) or MODEL_DIR
+    pipe = _music_pipes.get(folder)
+    if pipe is None:                                   # the melody model stays loaded in this worker
+        pipe = _music_pipes[folder] = MusicPipeline(folder, audit=False)
+    try:
+        m = pipe(spec["prompt"], seed=spec["seed"], fmt=spec["response_format"], bars=spec["bars"],
+                        tempo=spec["tempo"], key=spec["key"], meter=spec["meter"], instrument=spec["instrument"],
+                        temperature=spec["temperature"], user=user, job_id=job_id)
+    except Refused as e:
+        verdict = e.verdict.to_dict()
+        return JobOutputs([], [], [], verdicts=[verdict], refused=verdict)
+    audio_ext = "m4a" if m.fmt == "aac" else m.fmt
+    return JobOutputs([], [spec["seed"]] * 2, [m.audio, m.midi], [m.verdict],
+                      records=[(m.record, m.sha256, m.manifest_id), (m.record, m.midi_sha256, None)],
+                      timings=m.timings,
+                      media=[{"ext": audio_ext, "media_type": FORMATS[m.fmt][0], "duration_s": round(m.duration_s, 3)},
+                             {"ext": "mid", "media_type": "audio/midi", "duration_s": round(m.duration_s, 3)}])
 
 
 def job_outputs(result) -> JobOutputs:
@@ -525,10 +555,17 @@ class Worker:
         """Write this attempt's stamped files as they are (keys carry the attempt: a stale worker never
         overwrites another's)."""
         outputs = []
-        for i, (image, seed, data) in enumerate(zip(result.images, result.seeds, result.files)):
-            key = f"jobs/{job.id}/{job.attempts}-out-{i}.png"
+        for i, (seed, data) in enumerate(zip(result.seeds, result.files)):
+            if result.media:
+                meta = dict(result.media[i])
+                key = f"jobs/{job.id}/{job.attempts}-out-{i}.{meta.pop('ext')}"
+                entry = {"key": key, "seed": seed, **meta}
+            else:
+                image = result.images[i]
+                key = f"jobs/{job.id}/{job.attempts}-out-{i}.png"
+                entry = {"key": key, "seed": seed, "width": image.width, "height": image.height}
             self.storage.put(key, data)
-            outputs.append({"key": key, "seed": seed, "width": image.width, "height": image.height})
+            outputs.append(entry)
         return outputs
 
     def _discard(self, outputs: list[dict]) -> None:

@@ -12,11 +12,12 @@ from conjure.service.signing import verify
 from conjure.service.storage import check_key
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
-MEDIA = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+MEDIA = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "wav": "audio/wav", "mp3": "audio/mpeg",
+         "flac": "audio/flac", "opus": "audio/ogg", "m4a": "audio/mp4", "mid": "audio/midi"}
 
 
 @router.get("/{key:path}", summary="Download a job file by signed URL",
-            responses={200: {"content": {"image/png": {}}}, 403: {}, 404: {}})
+            responses={200: {"content": {m: {} for m in sorted(set(MEDIA.values()))}}, 403: {}, 404: {}})
 def download(key: str, ctx: Context, expires: Annotated[int, Query(ge=0, le=2**40)],
              signature: Annotated[str, Query(min_length=64, max_length=64)]) -> Response:
     try:

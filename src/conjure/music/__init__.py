@@ -1,0 +1,1 @@
+"""Symbolic music: corpus, tokens, model, generation, rendering and analysis."""

@@ -1,0 +1,92 @@
+"""The melody model: a small decoder-only transformer over `conjure.music.tokens` (the lab's AR blocks), with
+grammar-masked nucleus sampling and a key-value cache."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from conjure.models.ar import Block
+from conjure.music import tokens as T
+
+
+@dataclass
+class MusicConfig:
+    vocab: int = len(T.VOCAB)
+    length: int = 512            # context in tokens (header included)
+    dim: int = 128
+    layers: int = 4
+    heads: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MUSIC_PRESETS = {"base": MusicConfig(), "test": MusicConfig(length=64, dim=32, layers=1, heads=2)}
+
+
+class MelodyTransformer(nn.Module):
+    """ids (B, L) -> next-token logits (B, L, V)."""
+
+    def __init__(self, c: MusicConfig):
+        super().__init__()
+        self.config = c
+        self.tok = nn.Embedding(c.vocab, c.dim)
+        self.pos = nn.Parameter(torch.zeros(c.length, c.dim))
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
+        self.ln, self.head = nn.LayerNorm(c.dim), nn.Linear(c.dim, c.vocab, bias=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, ids: torch.Tensor, caches: list[dict] | None = None, start: int = 0) -> torch.Tensor:
+        x = self.tok(ids) + self.pos[start:start + ids.shape[1]]
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, None if caches is None else caches[i])
+        return self.head(self.ln(x))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def generate(self, cond: T.Condition, bars: int, gen: torch.Generator, temperature: float = 1.0,
+                 top_p: float = 0.95, min_bars: int = 4) -> list[int]:
+        """Sample a body after the condition's header until EOS, `bars` bar lines have closed, or the context is
+        full. Masks keep the token grammar (an event, then its duration) and forbid EOS before `min_bars`;
+        nothing forces bar lengths, keys or meters."""
+        self.eval()
+        ids = cond.tokens()
+        caches: list[dict] = [{} for _ in self.blocks]
+        logits = self(torch.tensor([ids]), caches)[0, -1]
+        n_bars = 0
+        while len(ids) < self.config.length:
+            mask = torch.full_like(logits, float("-inf"))
+            for allowed in T.allowed_next(ids[-1]):
+                mask[list(allowed)] = 0.0
+            if n_bars < min_bars:
+                mask[T.EOS] = float("-inf")
+            if len(ids) == T.HEADER:
+                mask[:] = float("-inf")
+                mask[T.BAR] = 0.0                                    # the body opens with a bar line
+            nxt = _nucleus(logits / max(temperature, 1e-4) + mask, top_p, gen)
+            if nxt == T.EOS:
+                break
+            if nxt == T.BAR:
+                n_bars += 1
+                if n_bars > bars:
+                    break
+            ids.append(nxt)
+            logits = self(torch.tensor([[nxt]]), caches, start=len(ids) - 1)[0, -1]
+        return ids
+
+
+def _nucleus(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> int:
+    probs = torch.softmax(logits.float(), -1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
