@@ -162,9 +162,12 @@ def test_meter_report_wrong_bar_lengths_and_rests():
     bars[5] = bars[5] + [(60, E)]  # 42 ticks
     bars[7] = [(-1, E)] + bars[7][1:] + [(60, Q - E)]  # opens with a rest, still 36 ticks
     report = meter_report(bars, "6/8")
-    assert report["bar_match"] == pytest.approx(6 / 8)
+    assert report["bar_match"] == pytest.approx(6 / 8)       # two short bars in eight: still the threshold
     assert report["downbeat_onsets"] == pytest.approx(7 / 8)
-    assert report["estimated"] == "6/8" and report["adheres"] is False
+    assert report["estimated"] == "6/8" and report["adheres"] is True
+    bars[4] = bars[4][:-1]                                   # a third wrong bar: below BAR_MATCH_MIN
+    report = meter_report(bars, "6/8")
+    assert report["bar_match"] == pytest.approx(5 / 8) and report["adheres"] is False
 
 
 @pytest.mark.parametrize("event", [(62, 0), (62, -6), (128, Q), (-2, Q)])

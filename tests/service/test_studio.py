@@ -27,8 +27,8 @@ pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory, tiny_model_dir):
-    settings = make_settings(tmp_path_factory.mktemp("studio-home"), tiny_model_dir)
+def studio(tmp_path_factory, tiny_model_dir, tiny_music_model):
+    settings = make_settings(tmp_path_factory.mktemp("studio-home"), tiny_model_dir, music_model=tiny_music_model)
     live, _, stop = start_live_server(settings)
     yield live
     stop()
@@ -165,6 +165,22 @@ def click_for_new_job(page, selector: str) -> str:
     page.wait_for_function("""(n) => document.querySelectorAll('#jobs > li.job').length === n &&
         document.querySelector('#jobs > li.job').dataset.status === 'succeeded'""", arg=before + 1)
     return page.eval_on_selector("#jobs > li.job", "card => card.id")[len("job-"):]
+
+
+def test_music_mode_composes_a_tune_with_a_player_and_a_midi_download(studio, page):
+    page.click("#music-group > summary")
+    page.check("#music")
+    fill(page, "a lively jig in D major", bars=4, audio_format="mp3")
+    job_id = click_for_new_job(page, "#generate")
+    card = page.query_selector(f"#job-{job_id}")
+    assert card.query_selector("img") is None and card.query_selector("button:text-is('Variations')") is None
+    src = card.query_selector("audio").get_attribute("src")
+    got = page.request.get(src)
+    assert got.status == 200 and got.headers["content-type"] == "audio/mpeg" and len(got.body()) > 1000
+    midi = card.query_selector("a.download[title='Download the MIDI file']")
+    assert page.request.get(midi.get_attribute("href")).body()[:4] == b"MThd"
+    assert "4 bars" in card.inner_text() and "a lively jig in D major" in card.inner_text()
+    page.uncheck("#music")
 
 
 def test_rerun_repeats_the_parameters_and_variations_change_the_seed(studio, page):

@@ -169,20 +169,26 @@ def estimate_meter(measures: Measures) -> str | None:
     return max(candidates, key=lambda m: scores[m])  # max keeps the first of equal scores
 
 
+# Real tunes have short bars at section and phrase boundaries (a pickup before a repeat, a chorale's phrase
+# ends): on the corpus's validation split, 55% of pieces have >= 90% full-length inner bars and 96% have >= 75%.
+# 0.75 was chosen there, so that a real piece in its own meter passes; the test split is reported as the ceiling.
+BAR_MATCH_MIN = 0.75
+
+
 def meter_report(measures: Measures, meter: str) -> dict[str, Any]:
     """How well a melody keeps the asked meter.
 
     Inner bars are all but the first and last (all bars when there are fewer than three).
     Returns bar_match (share of inner bars exactly one asked bar long), downbeat_onsets (share of inner bars
     that open with a note rather than a rest), estimated (estimate_meter) and adheres (the estimate is the asked
-    meter, 2/2 counting as 4/4, and bar_match >= 0.9).
+    meter, 2/2 counting as 4/4, and bar_match >= BAR_MATCH_MIN).
     """
     length, inner = bar_ticks(meter), _inner_bars(measures)
     n = max(len(inner), 1)
     bar_match = sum(_length(bar) == length for bar in inner) / n
     downbeats = sum(bool(bar) and bar[0][0] >= 0 for bar in inner) / n
     estimated = estimate_meter(measures)
-    adheres = estimated is not None and _canonical(estimated) == _canonical(meter) and bar_match >= 0.9
+    adheres = estimated is not None and _canonical(estimated) == _canonical(meter) and bar_match >= BAR_MATCH_MIN
     return {"bar_match": bar_match, "downbeat_onsets": downbeats, "estimated": estimated, "adheres": adheres}
 
 

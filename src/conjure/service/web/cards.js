@@ -72,13 +72,19 @@ function verdictPanel(v, title) {
 }
 
 export function sizeText(job) {
+  if (job.spec.task === "music") return `${job.spec.bars ?? 16} bars`;
   if (job.spec.size) return `${job.spec.size} px`;
   return job.outputs?.length ? `${job.outputs[0].width} px` : "default size";
 }
 
 function paramList(job) {
   const s = job.spec;
-  const rows = [
+  const rows = s.task === "music" ? [
+    ["Model", s.model], ["Seed", s.seed], ["Bars", s.bars ?? "16"], ["Tempo", s.tempo ?? "from the words"],
+    ["Key", s.key ?? "from the words"], ["Meter", s.meter ?? "from the style"],
+    ["Instrument", s.instrument ?? "from the words"], ["Format", s.response_format],
+    ["Compute", `${job.compute_s.toFixed(2)} s`], ["Attempts", job.attempts], ["Job", job.id],
+  ] : [
     ["Model", s.model], ["Size", sizeText(job)], ["Images", s.n], ["Seed", s.seed],
     ["Steps", s.steps ?? "model default"], ["Guidance", s.guidance ?? "model default"],
     ["Scheduler", s.scheduler ?? "model default"], ["Precision", s.precision],
@@ -127,6 +133,23 @@ function imageGrid(job) {
   }));
 }
 
+function audioBlock(job) {
+  return h("div", {class: "audio-out"}, job.outputs.map((o, i) => {
+    const ext = o.url.split("?")[0].split(".").pop();
+    const name = `conjure-${job.id.slice(0, 8)}-seed${o.seed}.${ext}`;
+    if (o.media_type === "audio/midi") {
+      return h("a", {href: o.url, download: name, class: "download", title: "Download the MIDI file"},
+        downloadIcon(), "MIDI");
+    }
+    return h("figure", {class: "out audio", "data-seed": o.seed},
+      h("audio", {controls: "", preload: "none", src: o.url, "aria-label": `Music for “${job.spec.prompt}”`}),
+      h("figcaption", {},
+        h("span", {class: "seed"}, `seed ${o.seed} · ${(o.duration_s ?? 0).toFixed(1)} s`),
+        h("a", {href: o.url, download: name, class: "download", title: `Download ${ext.toUpperCase()}`},
+          downloadIcon(), ext.toUpperCase())));
+  }));
+}
+
 export function liveBlock(job, preview) {
   const {step, total} = job.progress;
   const label = job.status === "queued" ? "Waiting in the queue…"
@@ -147,17 +170,20 @@ export function renderJob(job, live, actions) {
   const withheld = (job.verdicts || []).filter((v) => v.stage === "image" && REFUSING.has(v.action));
   const btn = (text, onclick, cls = "ghost") => h("button", {type: "button", class: cls, onclick}, text);
   const refused = job.status === "refused";   // the same prompt would be refused again: edit it instead
+  const music = s.task === "music";             // re-run, variations and edit make image jobs
   const buttons = h("div", {class: "job-actions"},
     running ? btn("Cancel", () => actions.cancel(job), "ghost danger") : null,
-    refused ? null : btn("Re-run", () => actions.rerun(job)),
-    refused ? null : btn("Variations", () => actions.variations(job)),
-    btn(refused ? "Edit prompt" : "Edit settings", () => actions.edit(job)),
+    refused || music ? null : btn("Re-run", () => actions.rerun(job)),
+    refused || music ? null : btn("Variations", () => actions.variations(job)),
+    music ? null : btn(refused ? "Edit prompt" : "Edit settings", () => actions.edit(job)),
     running ? null : btn("Delete", () => actions.remove(job), "ghost danger"));
   let body;
   if (running) body = liveBlock(job, live.preview);
   else if (job.status === "refused" && refusal) {
     body = verdictPanel(refusal, refusal.stage === "image" ? "An output was withheld by the content policy"
                                                            : "Refused by the content policy");
+  } else if (job.status === "succeeded" && music) {
+    body = audioBlock(job);
   } else if (job.status === "succeeded") {
     body = [imageGrid(job), withheld.map((v) => verdictPanel(v, "One image was withheld by the content policy"))];
   } else body = h("div", {class: "error-box"}, job.error || `The job was ${job.status}.`);

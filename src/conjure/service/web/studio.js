@@ -176,6 +176,7 @@ async function submitForm(ev) {
     f.prompt.focus();
     return;
   }
+  if ($("#music").checked) return submitMusic(f);
   const files = editFiles();
   const params = formParams();
   if (files) params.strength = Number(f.strength.value);
@@ -197,8 +198,29 @@ async function submitForm(ev) {
   }
 }
 
-async function submitJob(params, files) {
-  const job = await createJob(params, files);
+async function submitMusic(f) {
+  const params = {prompt: f.prompt.value.trim(), response_format: $("#audio_format").value};
+  if (f.seed.value !== "") params.seed = Number(f.seed.value);
+  if ($("#bars").value !== "") params.bars = Number($("#bars").value);
+  if ($("#tempo").value !== "") params.tempo = Number($("#tempo").value);
+  const button = $("#generate");
+  button.disabled = true;
+  button.textContent = "Submitting…";
+  try {
+    await submitJob(params, null, "/v1/music");
+    f.seed.value = "";
+  } catch (e) {
+    showFormError(e.message);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Generate";
+  }
+}
+
+async function submitJob(params, files, path = null) {
+  const job = path ? await api(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify(params)})
+                   : await createJob(params, files);
   if (files) state.editFiles.set(job.id, files);
   state.total += 1;
   upsertJob(job, {prepend: true, isNew: true});
