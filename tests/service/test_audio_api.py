@@ -93,3 +93,29 @@ def test_refused_text_is_a_content_policy_violation(client):
                                    input="a massacre in the street, bodies everywhere, photorealistic")
     body = e.value.body
     assert body["code"] == "content_policy_violation" and body["verdict"]["category"] == "violence"
+
+
+def test_speech_streams_clause_by_clause_and_is_audited(client, server):
+    import hashlib
+
+    import httpx
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="joe", input=TEXT, response_format="pcm", extra_body={"stream_format": "audio"}) as r:
+        assert r.headers["x-conjure-streamed"] == "clauses" and r.headers["content-type"] == "audio/pcm"
+        pcm = b"".join(r.iter_bytes())
+    seconds = len(pcm) / 2 / 24000                   # OpenAI's pcm: 24 kHz, 16-bit mono
+    assert len(pcm) % 2 == 0 and 3.0 < seconds < 12.0
+    assert [e["output_sha256"] for e in audit.find(output_sha256=hashlib.sha256(pcm).hexdigest())]
+    chunks = []                                      # one chunk per clause (TEXT has two), each sent when ready
+    with httpx.stream("POST", server + "/v1/audio/speech", timeout=120,
+                      json={"input": TEXT, "voice": "joe", "response_format": "wav", "stream_format": "audio"}) as r:
+        chunks = list(r.iter_raw())
+    wav = b"".join(chunks)
+    assert len(chunks) >= 2 and wav[:4] == b"RIFF" and wav[36:40] == b"data"
+    refused = httpx.post(server + "/v1/audio/speech", timeout=60, json={
+        "input": "a massacre in the street, bodies everywhere", "voice": "joe", "response_format": "pcm",
+        "stream_format": "audio"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "content_policy_violation"
+    mp3 = httpx.post(server + "/v1/audio/speech", timeout=60,
+                     json={"input": TEXT, "voice": "joe", "response_format": "mp3", "stream_format": "audio"})
+    assert mp3.status_code == 400 and "streaming is available for pcm, wav" in mp3.text

@@ -4,6 +4,8 @@
     speech = pipe("Hello there, world.", voice="joe", speed=1.0, fmt="mp3")   # -> Speech (bytes, manifest, ...)
     for pcm in pipe.stream(text, voice="joe"):                                # int16 clauses as they are ready
         ...
+    for chunk in pipe.stream_file(text, voice="joe", fmt="pcm"):              # the same, as file bytes (HTTP)
+        ...
 
 Piper (GPL-3.0) runs in its own warm process (`PiperProcess`, one per voice, started on first use) that
 executes `piper_runner.py`; conjure's process never imports it. espeak-ng is the fallback voice, one
@@ -50,6 +52,7 @@ FORMATS = {
     "flac": ("audio/flac", ["-c:a", "flac", "-f", "flac"], "audio/flac"),
     "pcm": ("audio/pcm", ["-ar", "24000", "-f", "s16le"], None),   # OpenAI's pcm: 24 kHz, 16-bit LE, no header
 }
+STREAM_FORMATS = ("pcm", "wav")  # formats sent clause by clause (the others are encoded and signed whole)
 _CLAUSE_BREAK = re.compile(r"(?<=[.!?;:,\u2014])\s+|\s*\n\s*")
 _SENTENCE_END = (".", "!", "?", "\n")
 
@@ -178,6 +181,13 @@ def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
         w.setframerate(sample_rate)
         w.writeframes(pcm.astype("<i2").tobytes())
     return buf.getvalue()
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """A mono 16-bit WAV header for a stream of unknown length (sizes 0xFFFFFFFF, as streaming servers write)."""
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) +
+            b"data" + struct.pack("<I", 0xFFFFFFFF))
 
 
 def encode(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
@@ -316,6 +326,44 @@ class SpeechPipeline:
             audit.append(record, digest, manifest_id or "")
         return Speech(audio, fmt, mime, rate, len(pcm) / rate, digest, manifest_id, verdict.to_dict(), record,
                       timings)
+
+    def stream_file(self, text: str, voice: str | None = None, speed: float = 1.0, fmt: str = "pcm",
+                    user: str = "", job_id: str | None = None) -> Iterator[bytes]:
+        """The spoken file as byte chunks, one per clause as soon as it is synthesised (STREAM_FORMATS only):
+        `pcm` as OpenAI streams it (24 kHz, 16-bit), `wav` with a header whose sizes say "unknown length".
+        Checking and screening happen before the first chunk (a ValueError or Refused then, no bytes); a
+        streamed file carries no C2PA manifest (one can only sign a whole file) but is audited once its last
+        chunk is out. Call `next()` once to run the checks before committing to a response."""
+        if fmt not in STREAM_FORMATS:
+            raise ValueError(f"streaming is available for {', '.join(STREAM_FORMATS)}, not '{fmt}'")
+        text, v = self.check(text, voice, speed, fmt)
+        verdict = self.screen(text)
+        if verdict.blocked:
+            raise Refused(verdict, "text")
+        return self._stream_chunks(text, v, speed, fmt, verdict, user, job_id)
+
+    def _stream_chunks(self, text, v, speed, fmt, verdict, user, job_id) -> Iterator[bytes]:
+        import hashlib
+
+        from conjure.provenance.record import GenerationRecord, new_job_id
+        digest, seconds = hashlib.sha256(), 0.0
+        for i, (pcm, rate) in enumerate(self.stream(text, v, speed)):
+            if fmt == "pcm":
+                chunk = encode(pcm, rate, "pcm")
+            else:
+                chunk = (wav_stream_header(rate) if i == 0 else b"") + pcm.astype("<i2").tobytes()
+            digest.update(chunk)
+            seconds += len(pcm) / rate
+            yield chunk
+        record = GenerationRecord(text, f"voice:{v.name}", model_hash(v.name), 0,
+                                  {"task": "speech", "voice": v.name, "engine": v.engine, "speed": speed,
+                                   "format": fmt, "licence": v.licence, "streamed": True,
+                                   "duration_s": round(seconds, 3)},
+                                  job_id=job_id or new_job_id(), user=user, verdicts=[verdict.to_dict()],
+                                  policy_version=verdict.policy_version)
+        if self.audit:
+            from conjure.provenance import audit
+            audit.append(record, digest.hexdigest(), "")
 
     def close(self) -> None:
         for proc in self._piper.values():

@@ -13,7 +13,7 @@ import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conjure.pipelines.speech import FORMATS, MAX_SPEECH_CHARS, MAX_SPEED, MIN_SPEED, Refused, default_pipeline
@@ -34,6 +34,8 @@ class SpeechCreate(BaseModel):
     voice: str | None = Field(None, max_length=64, description="A registered voice (GET /v1/audio/voices).")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
+    stream_format: Literal["audio"] | None = Field(None, description="'audio': send pcm or wav clause by clause "
+                                                   "as it is spoken (chunked; no C2PA manifest, audited at the end).")
 
 
 class TranscriptionWord(BaseModel):
@@ -65,11 +67,35 @@ def _speak(body: SpeechCreate, user: str):
              responses={200: {"content": {mime: {} for mime, _, _ in FORMATS.values()},
                               "description": "The audio file."}})
 async def speech(body: SpeechCreate, user: RateLimitedUser) -> Response:
+    if body.stream_format == "audio":
+        return await _stream(body, user.name)
     result = await asyncio.to_thread(_speak, body, user.name)
     headers = {"X-Conjure-Sha256": result.sha256}
     if result.manifest_id:
         headers["X-Conjure-Manifest"] = result.manifest_id
     return Response(result.audio, media_type=result.mime, headers=headers)
+
+
+async def _stream(body: SpeechCreate, user: str) -> StreamingResponse:
+    """Check and screen first (errors are ordinary JSON answers), then stream each clause's bytes as ready."""
+    def first():
+        try:
+            chunks = default_pipeline().stream_file(body.input, voice=body.voice, speed=body.speed,
+                                                    fmt=body.response_format, user=user)
+            return chunks, next(chunks, b"")
+        except Refused as e:
+            raise ServiceError(400, f"the request was refused by the content policy: {e.verdict.reason}",
+                               code="content_policy_violation", extra={"verdict": e.verdict.to_dict()}) from None
+        except ValueError as e:
+            raise ServiceError(400, str(e), code="invalid_value") from None
+    chunks, head = await asyncio.to_thread(first)
+
+    async def body_iter():
+        yield head
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield chunk
+    return StreamingResponse(body_iter(), media_type=FORMATS[body.response_format][0],
+                             headers={"X-Conjure-Streamed": "clauses"})
 
 
 @router.post("/transcriptions", summary="Transcribe audio (OpenAI-compatible; US English, pocketsphinx)",
