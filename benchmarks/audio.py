@@ -138,6 +138,10 @@ def end_to_end(pipe, text: str, runs: int = 3) -> dict:
             "steps_s": {k: round(v, 3) for k, v in speech.timings.items()}}
 
 
+MUSIC_POINTER = ("Music (key and meter adherence, novelty, perplexity, speed): `python benchmarks/music.py`, "
+                 "report in benchmarks/results/music.md; its keys are merged into audio.json.")
+
+
 def markdown(r: dict) -> str:
     s, c = r["speed"], r["cold_start"]
     ok = {k: ("met" if v else "**missed**") for k, v in r["targets_met"].items()}
@@ -177,6 +181,7 @@ def markdown(r: dict) -> str:
     for w in r["wer"]:
         for x in w["worst"]:
             lines.append(f"- {w['voice']} ({x['wer']:.2f}): \"{x['text']}\" heard as \"{x['heard']}\"")
+    lines += ["", MUSIC_POINTER]
     return "\n".join(lines) + "\n"
 
 

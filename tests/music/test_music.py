@@ -140,6 +140,19 @@ def test_generation_is_well_formed_and_seeded(tiny_music_model):
     assert 1 <= body.count(T.BAR) <= 6
 
 
+def test_strict_bars_fill_every_bar_after_the_pickup(tiny_music_model):
+    from conjure.music.analysis import bar_ticks
+    from conjure.music.train import load_model
+    model = load_model(tiny_music_model)
+    for seed, (style, meter) in enumerate([("jig", "6/8"), ("waltz", "3/4"), ("reel", "4/4"), ("slip jig", "9/8")]):
+        ids = model.generate(T.Condition(style, meter, 2, "major"), 6, torch.Generator().manual_seed(seed),
+                             strict_bars=True)
+        lengths = [sum(d for _, d in bar) for bar in T.decode(ids)]
+        assert lengths[0] <= bar_ticks(meter)                       # a pickup, or a full first bar
+        assert all(n == bar_ticks(meter) for n in lengths[1:-1]), (meter, lengths)
+        assert lengths[-1] <= bar_ticks(meter)                     # full, or cut by the tiny model's context
+
+
 # --- pipeline and CLI
 
 def test_pipeline_screens_signs_and_audits_audio_and_midi(tiny_music_model):

@@ -27,6 +27,9 @@ def compose(
     meter: Annotated[Optional[str], typer.Option(help="e.g. 6/8 (beats the prompt and the style).")] = None,
     instrument: Annotated[Optional[str], typer.Option(help="e.g. fiddle, piano, flute, organ, harp.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature, 0.1-2.0.")] = 1.0,
+    free_bars: Annotated[bool, typer.Option("--free-bars", help="Let the model end bars where it likes (default: "
+                                                                "every bar after a pickup is filled to the meter).")]
+    = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="wav, mp3, opus, aac (M4A), flac or pcm "
                                                                 "(default: from the file name, else wav).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Print the request and where each setting came from.")]
@@ -44,7 +47,7 @@ def compose(
     pipe = MusicPipeline()
     try:
         music = pipe(prompt, seed=seed, fmt=fmt, bars=bars, tempo=tempo, key=key, meter=meter,
-                     instrument=instrument, temperature=temperature)
+                     instrument=instrument, temperature=temperature, strict_bars=not free_bars)
     except Refused as e:
         _fail(str(e), code=3)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -39,11 +39,13 @@ def _rate(flags: list[bool]) -> dict:
     return {"rate": k / n if n else None, "ci95": A.wilson_interval(k, n) if n else None, "n": n}
 
 
-def evaluate(model_dir: Path, n: int = 240, seed: int = 0, progress: bool = True) -> dict:
+def evaluate(model_dir: Path, n: int = 240, seed: int = 0, progress: bool = True, temperature: float = 1.0,
+             strict_bars: bool = False, top_p: float = 0.95) -> dict:
     from tqdm import tqdm
     model = load_model(model_dir)
     train, test, val = load_corpus("train"), load_corpus("test"), load_corpus("validation")
-    report: dict = {"model": str(model_dir), "params": model.num_params(), "n": n, "bars": BARS,
+    report: dict = {"model": str(model_dir), "params": model.num_params(), "n": n, "bars": BARS, "seed": seed,
+                    "sampling": {"temperature": temperature, "top_p": top_p, "strict_bars": strict_bars},
                     "corpus": {"train": len(train), "validation": len(val), "test": len(test)}}
     # 1. held-out perplexity (body tokens, untransposed, first context window of each piece)
     report["perplexity"] = {"test": perplexity(model, test), "validation": perplexity(model, val)}
@@ -54,7 +56,8 @@ def evaluate(model_dir: Path, n: int = 240, seed: int = 0, progress: bool = True
                                                         desc="composing", unit="piece")):
         gen = torch.Generator().manual_seed(seed + i)
         t = time.perf_counter()
-        ids = model.generate(Condition(style, meter, tonic, mode), BARS, gen)
+        ids = model.generate(Condition(style, meter, tonic, mode), BARS, gen, temperature, top_p,
+                             strict_bars=strict_bars)
         times.append(time.perf_counter() - t)
         items.append({"measures": decode(ids), "key": (tonic, mode), "meter": meter, "style": style})
     items = [it for it in items if any(p >= 0 for bar in it["measures"] for p, _ in bar)]

@@ -53,15 +53,19 @@ class MelodyTransformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, cond: T.Condition, bars: int, gen: torch.Generator, temperature: float = 1.0,
-                 top_p: float = 0.95, min_bars: int = 4) -> list[int]:
+                 top_p: float = 0.95, min_bars: int = 4, strict_bars: bool = False) -> list[int]:
         """Sample a body after the condition's header until EOS, `bars` bar lines have closed, or the context is
-        full. Masks keep the token grammar (an event, then its duration) and forbid EOS before `min_bars`;
-        nothing forces bar lengths, keys or meters."""
+        full. Masks keep the token grammar (an event, then its duration) and forbid EOS before `min_bars`.
+
+        With `strict_bars`, every bar after the first (which may be a pickup) is filled to exactly the meter's
+        length: durations that would overflow the bar are masked, and the bar line (or the end) is the only
+        choice once it is full. The rhythm inside the bar, the key and the melody stay the model's own."""
+        from conjure.music.analysis import bar_ticks
         self.eval()
         ids = cond.tokens()
         caches: list[dict] = [{} for _ in self.blocks]
         logits = self(torch.tensor([ids]), caches)[0, -1]
-        n_bars = 0
+        n_bars, filled, length = 0, 0, bar_ticks(cond.meter)
         while len(ids) < self.config.length:
             mask = torch.full_like(logits, float("-inf"))
             for allowed in T.allowed_next(ids[-1]):
@@ -71,13 +75,29 @@ class MelodyTransformer(nn.Module):
             if len(ids) == T.HEADER:
                 mask[:] = float("-inf")
                 mask[T.BAR] = 0.0                                    # the body opens with a bar line
+            elif strict_bars and n_bars >= 1:
+                room = length - filled
+                if ids[-1] in T.DUR_IDS or ids[-1] == T.BAR:         # choosing an event, a bar line or the end
+                    if room > 0:
+                        mask[T.EOS] = float("-inf")
+                        if n_bars > 1 or filled == 0:                 # only the first bar may be a short pickup
+                            mask[T.BAR] = float("-inf")
+                    else:
+                        keep = mask[[T.BAR, T.EOS]].clone()
+                        mask[:] = float("-inf")
+                        mask[[T.BAR, T.EOS]] = keep
+                else:                                                # choosing a duration: no overflow
+                    mask[T.DUR_IDS.start + min(room, len(T.DUR_IDS)):T.DUR_IDS.stop] = float("-inf")
             nxt = _nucleus(logits / max(temperature, 1e-4) + mask, top_p, gen)
             if nxt == T.EOS:
                 break
             if nxt == T.BAR:
                 n_bars += 1
+                filled = 0
                 if n_bars > bars:
                     break
+            elif nxt in T.DUR_IDS:
+                filled += nxt - T.DUR_IDS.start + 1
             ids.append(nxt)
             logits = self(torch.tensor([[nxt]]), caches, start=len(ids) - 1)[0, -1]
         return ids

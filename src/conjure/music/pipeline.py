@@ -70,8 +70,10 @@ class MusicPipeline:
         return screen_prompts([prompt], self.policy or load_policy())[0]
 
     def compose(self, request: MusicRequest, seed: int = 0, temperature: float = 1.0, top_p: float = 0.95,
-                progress=None) -> list[list[tuple[int, int]]]:
-        """Sample the melody for a request (bit-identical for the same seed on the same machine)."""
+                strict_bars: bool = True) -> list[list[tuple[int, int]]]:
+        """Sample the melody for a request (bit-identical for the same seed on the same machine). With
+        strict_bars (the default) every bar after a pickup holds exactly the meter's length (see
+        MelodyTransformer.generate); without it, bar lengths are the model's alone."""
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
         if not 0.1 <= temperature <= 2.0 or not 0.1 <= top_p <= 1.0:
@@ -79,13 +81,13 @@ class MusicPipeline:
         gen = torch.Generator().manual_seed(seed)
         cond = Condition(request.style, request.meter, request.tonic, request.mode)
         with self._run_lock:
-            ids = self.model.generate(cond, request.bars, gen, temperature, top_p)
+            ids = self.model.generate(cond, request.bars, gen, temperature, top_p, strict_bars=strict_bars)
         return decode(ids)
 
     def __call__(self, prompt: str, seed: int = 0, fmt: str = "wav", bars: int | None = None,
                  tempo: int | None = None, key: str | None = None, meter: str | None = None,
-                 instrument: str | None = None, temperature: float = 1.0, user: str = "",
-                 job_id: str | None = None) -> Music:
+                 instrument: str | None = None, temperature: float = 1.0, strict_bars: bool = True,
+                 user: str = "", job_id: str | None = None) -> Music:
         from conjure.music.render import render, to_midi
         from conjure.provenance.record import GenerationRecord, new_job_id, sha256_hex
         timings = {}
@@ -98,7 +100,7 @@ class MusicPipeline:
         if verdict.blocked:
             raise Refused(verdict, "prompt")
         t = time.perf_counter()
-        measures = self.compose(request, seed, temperature)
+        measures = self.compose(request, seed, temperature, strict_bars=strict_bars)
         timings["compose"] = time.perf_counter() - t
         t = time.perf_counter()
         midi = to_midi(measures, request.tempo_bpm, request.program, request.meter, request.tonic, request.mode)
@@ -107,7 +109,8 @@ class MusicPipeline:
         audio = encode(pcm, SAMPLE_RATE, fmt)
         timings["render"] = time.perf_counter() - t
         mime, _, c2pa_mime = FORMATS[fmt]
-        params = {"task": "music", "format": fmt, "temperature": temperature, **request.to_dict()}
+        params = {"task": "music", "format": fmt, "temperature": temperature, "strict_bars": strict_bars,
+                  **request.to_dict()}
         params.pop("explain")
         record = GenerationRecord(prompt, MODEL_NAME, model_hash(self.model_dir), seed,
                                   params | {"midi_sha256": sha256_hex(midi)}, job_id=job_id or new_job_id(),
