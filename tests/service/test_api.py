@@ -87,6 +87,12 @@ def test_signed_urls_refuse_tampering_and_expiry(live):
     expired = signed_path(server_secret(live.settings), key, ttl_s=-5)
     r = live.client.get(expired)
     assert r.status_code == 403 and "expired" in r.json()["detail"]
+    # found by benchmarks/fuzz.py: a non-ASCII signature was a 500 (hmac cannot compare it), a huge offset too
+    sig = url.split("signature=")[1]
+    assert live.client.get(url.replace(sig, "\u00e9" * 64)).status_code == 422
+    from conjure.service.signing import verify
+    assert "does not match" in verify(server_secret(live.settings), key, 2**40, "\u00e9" * 64)
+    assert live.client.get("/v1/jobs", params={"offset": 2**63}).status_code == 422
 
 
 def test_list_is_paginated_newest_first_and_filtered(live):

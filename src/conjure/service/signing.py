@@ -40,7 +40,7 @@ def signed_path(secret: bytes, key: str, ttl_s: int, now: float | None = None) -
 
 def verify(secret: bytes, key: str, expires: int, signature: str, now: float | None = None) -> str | None:
     """None if the URL is valid, else why not (expired, or a signature that does not match)."""
-    if not hmac.compare_digest(_signature(secret, key, expires), signature):
+    if not signature.isascii() or not hmac.compare_digest(_signature(secret, key, expires), signature):
         return "the signature does not match this file: request a new URL from the job"
     if expires < (time.time() if now is None else now):
         return "this URL has expired: fetch the job again for a fresh URL"

@@ -19,7 +19,7 @@ MEDIA = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "wav": "
 @router.get("/{key:path}", summary="Download a job file by signed URL",
             responses={200: {"content": {m: {} for m in sorted(set(MEDIA.values()))}}, 403: {}, 404: {}})
 def download(key: str, ctx: Context, expires: Annotated[int, Query(ge=0, le=2**40)],
-             signature: Annotated[str, Query(min_length=64, max_length=64)]) -> Response:
+             signature: Annotated[str, Query(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")]) -> Response:
     try:
         check_key(key)
     except ValueError:

@@ -24,6 +24,7 @@ IdempotencyKey = Annotated[str | None, Header(max_length=128, description="Repea
 ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
           409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 429: {"model": ErrorBody}}
 SSE_POLL_S = 0.25
+MAX_OFFSET = 2**31 - 1          # SQL integers: a larger offset is refused (422), not a database error
 
 
 def _created(ctx: ServiceContext, request: Request, response: Response, sub) -> JobPublic:
@@ -71,7 +72,7 @@ def list_(ctx: Context, s: DbSession, user: CurrentUser, request: Request,
           status: JobStatus | None = None, model: Annotated[str | None, Query(max_length=128)] = None,
           created_after: float | None = None, created_before: float | None = None,
           all_users: Annotated[bool, Query(description="Admins: every user's jobs.")] = False,
-          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20, offset: Annotated[int, Query(ge=0)] = 0) -> JobsPublic:
+          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> JobsPublic:
     if all_users and not user.is_admin:
         raise ServiceError(403, "all_users=true needs an admin key")
     f = JobFilter(owner=None if all_users else user.name, status=status, model=model,
