@@ -83,7 +83,8 @@ def main() -> int:
         raise SystemExit(f"schemathesis did not finish (exit {run.returncode}); its output is in {home / 'st.log'}")
     server_errors = len(re.findall(r"Server error", out))
     schema_violations = len(re.findall(r"Response violates schema", out))
-    summary = re.findall(r"^(?:API Operations|Test Phases|Test cases|Failures|Warnings|Errors).*$", out, re.M)
+    tail = out[out.find("=== WARNINGS"):] if "=== WARNINGS" in out else out[out.find("=== SUMMARY"):]
+    summary = [line.rstrip() for line in tail.splitlines() if line.strip() and not line.startswith("  - JUnit")]
     ops = re.search(r"(\d+) selected", out)
     cases = re.search(r"(\d+) generated", out)
     result = {"command": "python benchmarks/fuzz.py" + (f" --max-examples {args.max_examples}"
@@ -104,7 +105,7 @@ def main() -> int:
         "the progress stream GET /v1/jobs/{job_id}/events (open until its job ends; see the script).", "",
         "| operations | test cases | server errors (5xx) | schema violations | exit code |", "|---|---|---|---|---|",
         f"| {result['operations']} | {result['test_cases']} | {server_errors} | {schema_violations} | "
-        f"{run.returncode} |", "", "schemathesis summary:", "", "```", *summary, "```", ""]))
+        f"{run.returncode} |", "", "schemathesis's warnings and summary:", "", "```", *summary, "```", ""]))
     serving = RESULTS / "serving.json"
     if serving.exists():
         data = json.loads(serving.read_text())
