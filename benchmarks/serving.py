@@ -356,8 +356,7 @@ def main() -> None:
                    "repeats_c16": args.repeats_c16, "warmup_jobs": args.warmup,
                    "jobs": {"c1": args.jobs_c1, "c4": args.jobs_c4, "c16": args.jobs_c16}},
         "ready_s": statistics.median(ready),
-        "fuzz_server_errors": None,
-        "fuzz_note": "not run: schemathesis is not installed in this environment",
+        **fuzz_result(args.out),
         "batched_vs_unbatched": None if args.skip_pixel else pixel_check(args.steps, args.size, args.precision),
         "arms": arms, "crash_test": crash, "ready_s_runs": ready,
         "total_s": time.monotonic() - t0,
@@ -367,6 +366,15 @@ def main() -> None:
     (args.out / "serving.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     (args.out / "serving.md").write_text(markdown(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("arms", "crash_test")}, indent=1, default=float))
+
+
+def fuzz_result(out: Path) -> dict:
+    """fuzz_server_errors from benchmarks/fuzz.py's last run (a separate script: it starts its own server)."""
+    path = out / "fuzz.json"
+    if not path.exists():
+        return {"fuzz_server_errors": None, "fuzz_note": "not run: python benchmarks/fuzz.py"}
+    return {"fuzz_server_errors": json.loads(path.read_text())["fuzz_server_errors"],
+            "fuzz_note": "benchmarks/fuzz.py (see fuzz.md)"}
 
 
 def derive(r: dict) -> dict:
