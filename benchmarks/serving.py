@@ -317,9 +317,30 @@ def main() -> None:
     p.add_argument("--pixel-only", action="store_true", help="add the batched/unbatched pixel check to serving.json")
     p.add_argument("--crash-budget-s", type=float, default=300.0)
     p.add_argument("--skip-pixel", action="store_true")
+    p.add_argument("--ready-only", type=int, default=0, metavar="N",
+                   help="measure ready_s alone (N starts, each in a fresh home) into the existing serving.json")
     p.add_argument("--interleave", action="store_true", help="both servers up, rounds alternating between arms")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
+    if args.ready_only:
+        path = args.out / "serving.json"
+        result = json.loads(path.read_text())
+        runs = []
+        for _ in range(args.ready_only):
+            with tempfile.TemporaryDirectory() as home:
+                server = Server(Path(home), args.max_batch)
+                runs.append(server.start())
+                server.stop()
+            print(f"ready in {runs[-1]:.1f} s", flush=True)
+        result.update(ready_s=statistics.median(runs), ready_s_runs=runs,
+                      ready_s_note=f"measured alone with --ready-only {args.ready_only} on "
+                                   f"{time.strftime('%Y-%m-%d')} (load average {os.getloadavg()[0]:.1f}), "
+                                   "separately from the load arms above (an earlier run)")
+        derive(result)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / "serving.md").write_text(markdown(result))
+        print(json.dumps({k: result[k] for k in ("ready_s", "ready_s_runs", "ready_s_note")}, indent=1))
+        return
     if args.pixel_only or args.recompute:
         path = args.out / "serving.json"
         result = json.loads((args.recompute or path).read_text())

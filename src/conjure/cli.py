@@ -272,13 +272,23 @@ def serve(
 ) -> None:
     """Run the generation service: HTTP API, job store, queue, and worker child processes."""
     from conjure.config import get_settings
-    from conjure.service.app import serve as run_server
+    from conjure.service.processes import WorkerProcesses, check_bind
     if workers < 0 or not 0 < port < 65536:
         fail("--workers must be 0 or more and --port between 1 and 65535")
+    settings = get_settings()
     try:
-        run_server(get_settings(), host, port, workers)
+        check_bind(settings, host)
     except ValueError as e:
         fail(str(e))
+    procs = WorkerProcesses(workers)
+    procs.start()                     # the workers import and warm their model while the server imports
+    try:
+        from conjure.service.app import serve as run_server
+        run_server(settings, host, port, workers, procs=procs)
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        procs.stop()
 
 
 @app.command()

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
@@ -40,7 +41,12 @@ def _create_tables(engine: Engine) -> None:
     """`create_all`, serialised across processes on PostgreSQL (workers starting together would otherwise race
     to create the same table and one would fail on a duplicate type name)."""
     if engine.dialect.name != "postgresql":
-        Base.metadata.create_all(engine)
+        try:
+            Base.metadata.create_all(engine)
+        except OperationalError as e:          # another process (a worker starting with the server) made it
+            if "already exists" not in str(e):
+                raise
+            Base.metadata.create_all(engine)
         return
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(7400310)"))   # any fixed number: conjure's schema lock

@@ -3,12 +3,8 @@ without auth)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
-import subprocess
-import sys
-import threading
 import time
 from contextlib import asynccontextmanager
 
@@ -23,6 +19,7 @@ from conjure.service import auth as _auth_tables  # noqa: F401  (registers api_k
 from conjure.service.core import ServiceContext, ServiceError
 from conjure.service.jobs import Job, JobStatus
 from conjure.service.metrics import Metrics
+from conjure.service.processes import WorkerProcesses, check_bind, is_loopback  # noqa: F401  (re-exported)
 from conjure.service.queue import make_queue
 from conjure.service.retention import RetentionSweeper
 from conjure.service.screening import warm_screens
@@ -31,53 +28,6 @@ from conjure.service.storage import make_storage
 
 log = logging.getLogger("conjure.server")
 OPENAI_PREFIXES = ("/v1/images", "/v1/models", "/v1/audio")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class WorkerProcesses:
-    """Worker child processes (`python -m conjure.cli worker`), restarted when one exits unexpectedly."""
-
-    def __init__(self, count: int, env: dict | None = None):
-        self.count, self.env = count, env
-        self.procs: list[subprocess.Popen] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._supervise, daemon=True)
-
-    def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "conjure.cli", "worker"], env=self.env)
-
-    def start(self) -> None:
-        self.procs = [self._spawn() for _ in range(self.count)]
-        if self.count:
-            self._thread.start()
-
-    def _supervise(self) -> None:
-        while not self._stop.wait(1.0):
-            for i, p in enumerate(self.procs):
-                if p.poll() is not None and not self._stop.is_set():
-                    log.warning("worker exited: restarting", extra={"pid": p.pid, "rc": p.returncode})
-                    self.procs[i] = self._spawn()
-
-    def stop(self, grace_s: float = 20.0) -> None:
-        self._stop.set()
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for p in self.procs:
-            try:
-                p.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 def build_context(settings: Settings) -> ServiceContext:
@@ -96,8 +46,8 @@ def requeue_waiting(ctx: ServiceContext) -> int:
     return len(rows)
 
 
-def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
-    """The app; `workers` child processes start with it and stop with it."""
+def create_app(settings: Settings | None = None, workers: int = 0, procs: WorkerProcesses | None = None) -> FastAPI:
+    """The app; `workers` child processes start with it (or `procs`, started earlier) and stop with it."""
     settings = settings or get_settings()
     server_secret(settings)   # refuse an unsafe secret before anything starts
 
@@ -106,8 +56,8 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
         app.state.ctx = ctx = build_context(settings)
         app.state.metrics = Metrics(ctx.sessions)
         log.info("server starting", extra={"requeued": requeue_waiting(ctx), "workers": workers})
-        procs = WorkerProcesses(workers)
-        procs.start()
+        children = procs or WorkerProcesses(workers)
+        children.start()                     # a no-op when `conjure serve` started them before importing this
         warm_screens()   # while the workers load their models
         sweeper = RetentionSweeper(ctx.sessions, ctx.storage, settings.retention_days, settings.retention_sweep_s)
         sweeper.start()
@@ -115,7 +65,7 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
             yield
         finally:
             sweeper.stop()
-            procs.stop()
+            children.stop()
 
     from conjure.service.routes import audio, files, jobs, music, openai, ops, preference, web
     app = FastAPI(title="conjure", version="0.1.0", lifespan=lifespan,
@@ -157,20 +107,14 @@ def _install_handlers(app: FastAPI) -> None:
         return response
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int, procs: WorkerProcesses | None = None) -> None:
     """Run the server (blocking). Binding beyond loopback needs CONJURE_REQUIRE_AUTH=true."""
     import uvicorn
 
     from conjure.service.logs import setup_logging
-    if not is_loopback(host) and not settings.require_auth:
-        raise ValueError(f"refusing to listen on {host} without authentication: set CONJURE_REQUIRE_AUTH=true "
-                         "(and create keys with `conjure keys create`), or bind 127.0.0.1")
-    if not is_loopback(host) and not settings.secret:
-        raise ValueError(f"refusing to listen on {host} with the public development secret (anyone could sign "
-                         "file URLs): set CONJURE_SECRET to at least 32 random characters, e.g. "
-                         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    check_bind(settings, host)
     setup_logging()
-    uvicorn.run(create_app(settings, workers=workers), host=host, port=port, log_config=None)
+    uvicorn.run(create_app(settings, workers=workers, procs=procs), host=host, port=port, log_config=None)
 
 
 def run_worker(settings: Settings, warm: list[str]) -> None:
