@@ -54,6 +54,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-examples", type=int, default=100)
     ap.add_argument("--checks", default="not_a_server_error,response_schema_conformance")
+    ap.add_argument("--events", action="store_true", help="fuzz only the progress stream (request timeout 90 s; "
+                    "results in fuzz-events.json)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="conjure-fuzz-"))
     env = {**os.environ, "CONJURE_HOME": str(home), "CONJURE_REQUIRE_AUTH": "true", "CONJURE_QUEUE_MAX": "4",
@@ -70,8 +72,9 @@ def main() -> int:
         ready_s = wait_ready(url)
         report = home / "report.json"
         run = subprocess.run([BIN / "st", "run", f"{url}/openapi.json", "-H", f"Authorization: Bearer {key}",
-                              "-n", str(args.max_examples), "-c", args.checks, "--request-timeout", "180",
-                              "--exclude-path-regex", EXCLUDE, "--generation-deterministic", "--report", "junit",
+                              "-n", str(args.max_examples), "-c", args.checks, "--request-timeout", "90" if args.events else "180",
+                              "--include-path-regex" if args.events else "--exclude-path-regex", EXCLUDE,
+                              "--generation-deterministic", "--report", "junit",
                               "--report-junit-path", str(home / "junit.xml")],
                              env=env, capture_output=True, text=True)
     finally:
@@ -96,6 +99,11 @@ def main() -> int:
               "ready_s": round(ready_s, 2), "wall_s": round(time.time() - t0, 1), "summary_lines": summary,
               "log_tail": out[-6000:]}
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.events:
+        result["command"] += " --events"
+        (RESULTS / "fuzz-events.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}, indent=1))
+        return 0
     (RESULTS / "fuzz.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "fuzz.md").write_text("\n".join([
         "# API fuzzing (schemathesis)", "",
