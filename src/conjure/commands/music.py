@@ -105,15 +105,18 @@ def music_train(
 def music_evaluate(
     model: Annotated[Path, typer.Option(help="Model folder.")] = Path("models/conjure-music"),
     n: Annotated[int, typer.Option(help="Generated pieces (spread over the prompt grid).")] = 240,
-    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("benchmarks/results/music.json"),
+    out: Annotated[Path, typer.Option(help="JSON report (the committed one: python benchmarks/music.py).")]
+    = Path("runs/music/evaluation.json"),
     seed: Annotated[int, typer.Option(help="First sampling seed.")] = 0,
+    free_bars: Annotated[bool, typer.Option("--free-bars", help="Sample with the model's own bar lines.")] = False,
 ) -> None:
-    """Held-out perplexity, key and meter adherence, and n-gram novelty (with real-data baselines)."""
+    """Held-out perplexity, key and meter adherence, and n-gram novelty (with real-data baselines), sampled as
+    `conjure compose` samples (bars filled to the meter unless --free-bars)."""
     import json
 
     from conjure.music.evaluate import evaluate
     try:
-        report = evaluate(model, n=n, seed=seed)
+        report = evaluate(model, n=n, seed=seed, strict_bars=not free_bars)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)
