@@ -54,7 +54,7 @@ class MusicPipeline:
         from conjure.config import get_settings
         self.model_dir = Path(model_dir or get_settings().music_model or MODEL_DIR)
         self.policy, self.sign, self.audit = policy, sign, audit
-        self._model = None
+        self._model, self._hash = None, None
         self._load_lock, self._run_lock = threading.Lock(), threading.Lock()
 
     @property
@@ -63,6 +63,7 @@ class MusicPipeline:
             if self._model is None:
                 from conjure.music.train import load_model
                 self._model = load_model(self.model_dir)
+                self._hash = model_hash(self.model_dir)      # once, with the weights it names
             return self._model
 
     def screen(self, prompt: str):
@@ -88,7 +89,7 @@ class MusicPipeline:
                  tempo: int | None = None, key: str | None = None, meter: str | None = None,
                  instrument: str | None = None, temperature: float = 1.0, strict_bars: bool = True,
                  user: str = "", job_id: str | None = None) -> Music:
-        from conjure.music.render import render, to_midi
+        from conjure.music.render import SAMPLE_RATE, render, to_midi
         from conjure.provenance.record import GenerationRecord, new_job_id, sha256_hex
         timings = {}
         if fmt not in FORMATS:
@@ -104,16 +105,16 @@ class MusicPipeline:
         timings["compose"] = time.perf_counter() - t
         t = time.perf_counter()
         midi = to_midi(measures, request.tempo_bpm, request.program, request.meter, request.tonic, request.mode)
+        midi_sha256 = sha256_hex(midi)
         pcm = render(midi)
-        from conjure.music.render import SAMPLE_RATE
         audio = encode(pcm, SAMPLE_RATE, fmt)
         timings["render"] = time.perf_counter() - t
         mime, _, c2pa_mime = FORMATS[fmt]
         params = {"task": "music", "format": fmt, "temperature": temperature, "strict_bars": strict_bars,
                   **request.to_dict()}
         params.pop("explain")
-        record = GenerationRecord(prompt, MODEL_NAME, model_hash(self.model_dir), seed,
-                                  params | {"midi_sha256": sha256_hex(midi)}, job_id=job_id or new_job_id(),
+        record = GenerationRecord(prompt, MODEL_NAME, self._hash, seed, params | {"midi_sha256": midi_sha256},
+                                  job_id=job_id or new_job_id(),
                                   user=user, verdicts=[verdict.to_dict()], policy_version=verdict.policy_version)
         manifest_id = None
         if self.sign and c2pa_mime:
@@ -124,18 +125,7 @@ class MusicPipeline:
         if self.audit:
             from conjure.provenance import audit
             audit.append(record, digest, manifest_id or "")
-            audit.append(record, sha256_hex(midi), "")           # the MIDI file is an output too
-        return Music(audio, midi, fmt, mime, len(pcm) / SAMPLE_RATE, request, measures, digest, sha256_hex(midi),
+            audit.append(record, midi_sha256, "")                # the MIDI file is an output too
+        return Music(audio, midi, fmt, mime, len(pcm) / SAMPLE_RATE, request, measures, digest, midi_sha256,
                      manifest_id, verdict.to_dict(), record, timings)
 
-
-_default: MusicPipeline | None = None
-_default_lock = threading.Lock()
-
-
-def default_pipeline() -> MusicPipeline:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = MusicPipeline()
-        return _default

@@ -205,6 +205,17 @@ def encode(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
         return out.read_bytes()
 
 
+def speech_record(text: str, v: Voice, speed: float, fmt: str, verdict, user: str, job_id: str | None,
+                  **extra):
+    """The provenance record of one spoken output (the file's, or a stream's)."""
+    from conjure.provenance.record import GenerationRecord, new_job_id
+    return GenerationRecord(text, f"voice:{v.name}", model_hash(v.name), 0,
+                            {"task": "speech", "voice": v.name, "engine": v.engine, "speed": speed, "format": fmt,
+                             "licence": v.licence, **extra},
+                            job_id=job_id or new_job_id(), user=user, verdicts=[verdict.to_dict()],
+                            policy_version=verdict.policy_version)
+
+
 @dataclass
 class Speech:
     """One spoken output with its provenance."""
@@ -287,7 +298,7 @@ class SpeechPipeline:
 
     def __call__(self, text: str, voice: str | None = None, speed: float = 1.0, fmt: str = "wav",
                  user: str = "", job_id: str | None = None) -> Speech:
-        from conjure.provenance.record import GenerationRecord, new_job_id, sha256_hex
+        from conjure.provenance.record import sha256_hex
         timings = {}
         # 1. check inputs
         text, v = self.check(text, voice, speed, fmt)
@@ -309,11 +320,7 @@ class SpeechPipeline:
         timings["encode"] = time.perf_counter() - t
         # 5. provenance: C2PA manifest where the format allows one, then the audit entry
         mime, _, c2pa_mime = FORMATS[fmt]
-        record = GenerationRecord(text, f"voice:{v.name}", model_hash(v.name), 0,
-                                  {"task": "speech", "voice": v.name, "engine": v.engine, "speed": speed,
-                                   "format": fmt, "licence": v.licence},
-                                  job_id=job_id or new_job_id(), user=user, verdicts=[verdict.to_dict()],
-                                  policy_version=verdict.policy_version)
+        record = speech_record(text, v, speed, fmt, verdict, user, job_id)
         manifest_id = None
         t = time.perf_counter()
         if self.sign and c2pa_mime:
@@ -344,8 +351,6 @@ class SpeechPipeline:
 
     def _stream_chunks(self, text, v, speed, fmt, verdict, user, job_id) -> Iterator[bytes]:
         import hashlib
-
-        from conjure.provenance.record import GenerationRecord, new_job_id
         digest, seconds = hashlib.sha256(), 0.0
         for i, (pcm, rate) in enumerate(self.stream(text, v, speed)):
             if fmt == "pcm":
@@ -355,12 +360,8 @@ class SpeechPipeline:
             digest.update(chunk)
             seconds += len(pcm) / rate
             yield chunk
-        record = GenerationRecord(text, f"voice:{v.name}", model_hash(v.name), 0,
-                                  {"task": "speech", "voice": v.name, "engine": v.engine, "speed": speed,
-                                   "format": fmt, "licence": v.licence, "streamed": True,
-                                   "duration_s": round(seconds, 3)},
-                                  job_id=job_id or new_job_id(), user=user, verdicts=[verdict.to_dict()],
-                                  policy_version=verdict.policy_version)
+        record = speech_record(text, v, speed, fmt, verdict, user, job_id,
+                               streamed=True, duration_s=round(seconds, 3))
         if self.audit:
             from conjure.provenance import audit
             audit.append(record, digest.hexdigest(), "")
