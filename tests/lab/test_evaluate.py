@@ -67,3 +67,42 @@ def test_png_length_grows_with_image_complexity():
     blank = torch.ones(2, 1, 28, 28)
     noisy = torch.rand(2, 1, 28, 28, generator=g) * 2 - 1
     assert (png_nats(noisy) > 3 * png_nats(blank)).all()
+
+
+def test_side_evaluations_are_tagged_not_written_over_the_standard_one():
+    from conjure.lab.evaluate import N_EVAL, result_tag
+    assert result_tag() == "" and result_tag(N_EVAL) == ""
+    assert result_tag(500, 1000, "ddpm") == "ddpm1000-n500"
+    assert result_tag(500) == "default-n500"
+
+
+def test_seed_spread_compares_runs_at_one_budget_only():
+    runs = {"flow": [_run("flow", 20.0, 1.0), _run("flow", 30.0, 1.0, seed=1), _run("flow", 34.0, 1.0, seed=2)]}
+    runs["flow"][0]["images_seen"] = 300_000
+    for r in runs["flow"][1:]:
+        r["images_seen"] = 100_000
+    f = summarise(runs)["families"]["flow"]
+    assert f["fid_conjure"] == 20.0                                  # the main run: the largest budget
+    assert f["fid_spread"] == 2.0 and f["fid_spread_seeds"] == [1, 2] and f["fid_spread_images"] == 100_000
+    assert "over seeds [1, 2] at 100,000 images" in report_markdown(summarise(runs))
+
+
+def test_report_explains_the_pixel_ddpm_from_its_side_evaluation_and_the_denoise_demo():
+    runs = {"ddpm": [_run("ddpm", 200.0, 300.0)], "flow": [_run("flow", 20.0, 150.0)]}
+    s = summarise(runs)
+    s["families"]["ddpm"]["side_evaluations"] = {"ddpm1000-n500": {
+        "fid_conjure": 40.0, "fid_conjure_ci95": [38, 42], "fid_conjure_floor": 5.0, "kid_conjure": 1.0,
+        "precision": 0.9, "recall": 0.6, "class_accuracy": 0.5, "sharpness": 0.43, "sample_ms": 7000.0, "nfe": 1000,
+        "n_samples": 500, "images_seen": 1000}}
+    s["demos"] = {
+        "denoise": {"n": 500, "rows": [
+            {"t": 250, "snr": 1.09, "ddpm_eps_mse": 0.06, "ddpm_x0_rmse": 0.24, "flow_time": 0.51, "flow_x0_rmse": 0.23},
+            {"t": 750, "snr": 0.0033, "ddpm_eps_mse": 0.004, "ddpm_x0_rmse": 1.1, "flow_time": 0.05, "flow_x0_rmse": 0.46}]},
+        "steps": {"n": 500, "fid_conjure_floor": 5.0, "rows": {"ddpm": [
+            {"sampler": "ddim", "steps": 5, "nfe": 5, "fid_conjure": 300.0},
+            {"sampler": "ddpm", "steps": 5, "nfe": 5, "fid_conjure": 250.0}]}}}
+    md = report_markdown(s)
+    assert "ancestral sampler at 1000 steps give fid_conjure 40 on 500 samples" in md
+    assert "1.1 against 0.46" in md and "0.24 against 0.23" in md
+    assert "| 5 | 300 (5 NFE) | 250 (5 NFE) |" in md and "| 1000 |  | 40 (500 samples) |" in md
+    assert "| 750 | 0.0033 | 0.004 | 1.1 | 0.05 | 0.46 |" in md

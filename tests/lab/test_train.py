@@ -88,3 +88,20 @@ def test_gan_finalize_re_estimates_the_sampling_generators_batchnorm_statistics(
     after = [m.running_var for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(not torch.equal(a, b) for a, b in zip(before, after))
     assert not g.training
+
+
+def test_denoise_demo_reports_the_eps_models_implied_image_at_matched_noise(synthetic, monkeypatch):
+    """Untrained (zero-output) networks: the eps model predicts no noise, so its noise error is the noise's
+    variance and its implied clean image is off by sqrt((1 - a) / a); flow time matches the DDPM SNR."""
+    from conjure.lab import demos
+    monkeypatch.setattr(demos, "load_split", synthetic)
+    ddpm, flow = families.build_family("ddpm", "test"), families.build_family("flow", "test")
+    rows = demos.denoising_errors(ddpm, flow, timesteps=(10, 500, 999), n=64)
+    assert [r["t"] for r in rows] == [10, 500, 999]
+    for r in rows:
+        assert abs(r["ddpm_eps_mse"] - 1.0) < 0.1
+        a = float(ddpm.alpha_bar[r["t"]])
+        assert abs(r["ddpm_x0_rmse"] / ((1 - a) / a) ** 0.5 - 1) < 0.1
+        s = r["flow_time"]
+        assert abs((s / (1 - s)) ** 2 / r["snr"] - 1) < 0.01
+    assert rows[0]["ddpm_x0_rmse"] < rows[1]["ddpm_x0_rmse"] < rows[2]["ddpm_x0_rmse"]

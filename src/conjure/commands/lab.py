@@ -57,13 +57,15 @@ def lab_evaluate(
         r = evaluate_run(run_dir / "model", n=n, seed=seed, steps=steps, sampler=sampler)
     except ValueError as e:
         _fail(str(e))
+    suffix = f".{r['tag']}" if r["tag"] else ""
     typer.echo(f"{run_dir.name}: fid_conjure {r['fid_conjure']:.3g} (floor {r['fid_conjure_floor']:.3g}), "
-               f"class accuracy {r['class_accuracy']:.3f}, {r['sample_ms']:.3g} ms per image")
+               f"class accuracy {r['class_accuracy']:.3f}, {r['sample_ms']:.3g} ms per image; "
+               f"written to {run_dir / f'metrics{suffix}.json'}")
 
 
 @lab_app.command("demos")
 def lab_demos(
-    what: Annotated[str, typer.Argument(help="vae, steps or collapse.")],
+    what: Annotated[str, typer.Argument(help="vae, steps (or steps-ddpm, steps-ldm, steps-flow), denoise or collapse.")],
     runs: Annotated[Path, typer.Option(help="Folder of the lab's runs.")] = RUNS,
     n: Annotated[int, typer.Option(help="Samples per point (steps, collapse).")] = 500,
 ) -> None:

@@ -1,5 +1,6 @@
 """The lab's demonstrations: VAE latent interpolation, attribute arithmetic and anomaly detection; quality
-against sampling steps for diffusion and flow matching; mode collapse on a deliberately unstable GAN."""
+against sampling steps for diffusion and flow matching; how well pixel DDPM and flow matching denoise at equal
+noise levels; mode collapse on a deliberately unstable GAN."""
 
 from __future__ import annotations
 
@@ -134,6 +135,37 @@ def steps_study(family, steps_list: list[int], samplers: list[str], n: int = 500
     return rows
 
 
+@torch.no_grad()
+def denoising_errors(ddpm, flow=None, timesteps=(1, 10, 50, 100, 250, 500, 750, 999), n: int = 500) -> list[dict]:
+    """How well each pixel model recovers a clean validation image from one noised copy, at DDPM's noise levels.
+
+    For DDPM timestep t (alpha_bar a): the eps model's error on the noise, and its implied clean image
+    x0 = (x_t - sqrt(1 - a) eps) / sqrt(a). For flow matching at the same signal-to-noise ratio, which is
+    a / (1 - a) = (s / (1 - s))^2 at flow time s: its implied x0 = x_s + (1 - s) v. Error is RMS in [-1, 1] pixels."""
+    d = load_split("validation", limit=n, seed=0)
+    text = text_for(d.y, prompt_only=True)
+    g = torch.Generator().manual_seed(0)
+    net = ddpm.net_for_sampling().eval()
+    rows = []
+    for t in timesteps:
+        a = ddpm.alpha_bar[t]
+        eps = torch.randn(d.x.shape, generator=g)
+        x_t = a.sqrt() * d.x + (1 - a).sqrt() * eps
+        pred = net(x_t, torch.full((n,), float(t)), text)
+        x0 = (x_t - (1 - a).sqrt() * pred) / a.sqrt()
+        row = {"t": t, "snr": float(a / (1 - a)), "ddpm_eps_mse": round(float((pred - eps).square().mean()), 4),
+               "ddpm_x0_rmse": round(float((x0 - d.x).square().mean().sqrt()), 4)}
+        if flow is not None:
+            s_ = float(a.sqrt() / (a.sqrt() + (1 - a).sqrt()))
+            x_s = (1 - s_) * eps + s_ * d.x
+            v = flow.net_for_sampling().eval()(x_s, torch.full((n,), s_), text)
+            row["flow_time"] = round(s_, 4)
+            row["flow_x0_rmse"] = round(float((x_s + (1 - s_) * v - d.x).square().mean().sqrt()), 4)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def plot_steps(rows_by_family: dict[str, list[dict]], floor: float, path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -172,12 +204,13 @@ def run_demo(what: str, runs: Path, n: int = 500) -> Path:
         vae = trained("vae-seed0").net_for_sampling()
         result = {**vae_anomaly_auroc(vae), **vae_arithmetic(vae),
                   "interpolation": str(vae_interpolation(vae, runs / "vae-interpolation.png"))}
-    elif what.startswith("steps"):          # "steps" (both), "steps-ddpm" or "steps-flow" (one, merged in)
+    elif what.startswith("steps"):          # "steps" (all), or "steps-FAMILY" (one, merged into the rest)
         from conjure.lab.evaluate import floor_metrics
-        samplers = {"ddpm": ["ddim"], "flow": ["euler", "heun"]}
+        # pixel DDPM with both its deterministic (DDIM) and its ancestral (DDPM) sampler at the same steps
+        samplers = {"ddpm": ["ddim", "ddpm"], "ldm": ["ddim"], "flow": ["euler", "heun"]}
         fams = [what.split("-", 1)[1]] if "-" in what else list(samplers)
         if any(f not in samplers for f in fams):
-            raise ValueError(f"unknown steps study '{what}'; choose steps, steps-ddpm or steps-flow")
+            raise ValueError(f"unknown steps study '{what}'; choose steps, steps-ddpm, steps-ldm or steps-flow")
         out = runs / "demos-steps.json"
         old = json.loads(out.read_text()) if out.is_file() else {}
         rows = {f: r for f, r in old.get("rows", {}).items() if old.get("n") == n}
@@ -186,6 +219,10 @@ def run_demo(what: str, runs: Path, n: int = 500) -> Path:
         floor = floor_metrics(n)["fid_conjure_floor"]
         result = {"rows": rows, "fid_conjure_floor": floor, "n": n,
                   "plot": str(plot_steps(rows, floor, runs / "quality-vs-steps.png"))}
+    elif what == "denoise":
+        flow = runs / "flow-seed0" / "model" / "config.json"
+        result = {"rows": denoising_errors(trained("ddpm-seed0"), trained("flow-seed0") if flow.is_file() else None,
+                                           n=n), "n": n}
     elif what == "collapse":
         from conjure.lab.evaluate import generate, score_images
         result = {}
@@ -197,7 +234,7 @@ def run_demo(what: str, runs: Path, n: int = 500) -> Path:
         result["collapse_detected"] = detect_collapse(result["gan-unstable-seed0"], result["gan-seed0"])
         result["n"] = n
     else:
-        raise ValueError(f"unknown demo '{what}'; choose vae, steps (steps-ddpm, steps-flow) or collapse")
+        raise ValueError(f"unknown demo '{what}'; choose vae, steps (steps-ddpm, steps-ldm, steps-flow), denoise or collapse")
     out.write_text(json.dumps(result, indent=1))
     return out
 

@@ -201,9 +201,18 @@ def sample_grid(images28: torch.Tensor, y: torch.Tensor, path: Path, per_class: 
     return path
 
 
+def result_tag(n: int = N_EVAL, steps: int | None = None, sampler: str | None = None) -> str:
+    """'' for the standard evaluation (the family's sampler and steps, N_EVAL samples); otherwise a tag such as
+    'ddpm1000-n500', so that a side evaluation is written beside metrics.json instead of over it."""
+    if n == N_EVAL and steps is None and sampler is None:
+        return ""
+    return f"{sampler or 'default'}{steps or ''}-n{n}"
+
+
 def evaluate_run(model_dir: Path, n: int = N_EVAL, seed: int = 0, steps: int | None = None,
                  sampler: str | None = None) -> dict:
-    """Sample and score one trained run; writes metrics.json and samples.png next to its model folder."""
+    """Sample and score one trained run; writes metrics.json and samples.png next to its model folder (for a
+    non-standard sampler, step count or n: metrics.TAG.json and samples.TAG.png, see result_tag)."""
     from conjure.lab.train import load_trained
     model_dir = Path(model_dir)
     family, meta = load_trained(model_dir)
@@ -216,7 +225,9 @@ def evaluate_run(model_dir: Path, n: int = N_EVAL, seed: int = 0, steps: int | N
               **timing, "sample_flops": sampling_flops(family, steps, sampler),
               **score_images(images, y, n_ref=n), **floor_metrics(n), "class_accuracy_real": real_class_accuracy(n),
               "eval_seed": seed, "device": "cpu", "torch_threads": torch.get_num_threads()}
-    run = model_dir.parent
-    sample_grid(images, y, run / "samples.png")
-    (run / "metrics.json").write_text(json.dumps(result, indent=1))
+    run, tag = model_dir.parent, result_tag(n, steps, sampler)
+    result["tag"] = tag
+    suffix = f".{tag}" if tag else ""
+    sample_grid(images, y, run / f"samples{suffix}.png")
+    (run / f"metrics{suffix}.json").write_text(json.dumps(result, indent=1))
     return result

@@ -32,7 +32,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
         if not rs:
             continue
         main = max(rs, key=lambda r: (r["images_seen"], -r["seed"]))
-        fids = [r["fid_conjure"] for r in rs]
+        spread = spread_group(rs)
+        fids = [r["fid_conjure"] for r in spread]
         fams[fam] = {
             "fid_conjure": main["fid_conjure"], "fid_conjure_ci95": main["fid_conjure_ci95"],
             "fid_conjure_floor": main["fid_conjure_floor"], "kid_conjure": main["kid_conjure"],
@@ -45,9 +46,39 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "sample_flops": main["sample_flops"], "parameters": main["sampling_params"],
             "all_parameters": main["parameters"], "n_samples": main["n_samples"],
             "seeds": sorted(r["seed"] for r in rs),
+            "runs": [{"seed": r["seed"], "images_seen": r["images_seen"], "fid_conjure": r["fid_conjure"]}
+                     for r in sorted(rs, key=lambda r: (r["seed"], r["images_seen"]))],
             "fid_spread": round(statistics.pstdev(fids), 4) if len(fids) > 1 else None,
+            "fid_spread_images": spread[0]["images_seen"] if len(fids) > 1 else None,
+            "fid_spread_seeds": sorted(r["seed"] for r in spread) if len(fids) > 1 else [],
             "device": main["device"], "torch_threads": main["torch_threads"]}
     return {"families": fams}
+
+
+def spread_group(runs: list[dict]) -> list[dict]:
+    """The runs that a seed spread may compare: those at one budget (the budget with the most seeds; on a tie
+    the larger), since a spread across budgets would measure training length, not seed."""
+    by_budget: dict[int, list[dict]] = {}
+    for r in runs:
+        by_budget.setdefault(r["images_seen"], []).append(r)
+    return max(by_budget.values(), key=lambda rs: (len(rs), rs[0]["images_seen"]))
+
+
+SIDE_EVALUATIONS = {"ddpm1000-n500": "DDPM ancestral sampling, 1000 steps, 500 samples"}
+
+
+def side_results(runs_dir: Path) -> dict[str, dict[str, dict]]:
+    """family -> tag -> the seed-0 run's side evaluation (metrics.TAG.json, e.g. DDPM at 1000 steps)."""
+    out: dict[str, dict[str, dict]] = {}
+    for fam in FAMILY_ORDER:
+        for tag in SIDE_EVALUATIONS:
+            p = Path(runs_dir) / f"{fam}-seed0" / f"metrics.{tag}.json"
+            if p.is_file():
+                r = json.loads(p.read_text())
+                out.setdefault(fam, {})[tag] = {k: r[k] for k in (
+                    "fid_conjure", "fid_conjure_ci95", "fid_conjure_floor", "kid_conjure", "precision", "recall",
+                    "class_accuracy", "sharpness", "sample_ms", "nfe", "n_samples", "images_seen")}
+    return out
 
 
 def _g(x: float) -> str:
@@ -155,21 +186,58 @@ def _claims(s: dict, demos: dict) -> list[str]:
         out.append(f"- **Diffusion is excellent but slow.** Best fid_conjure here: {best} ({_g(f[best]['fid_conjure'])}). "
                    + "; ".join(f"{k}: fid {_g(f[k]['fid_conjure'])}, {_g(f[k]['sample_ms'])} ms and {f[k]['nfe']} "
                                f"network evaluations per image" for k in diff)
-                   + (f"; against the GAN's {_g(f['gan']['sample_ms'])} ms." if "gan" in f else "."))
+                   + (f"; against the GAN's {_g(f['gan']['sample_ms'])} ms." if "gan" in f else ".")
+                   + "".join(f" {k} with DDPM's own ancestral sampler at 1000 steps ({r['n_samples']} samples): "
+                             f"fid {_g(r['fid_conjure'])} against a floor of {_g(r['fid_conjure_floor'])} at that n, "
+                             f"{_g(r['sample_ms'])} ms per image."
+                             for k in diff if (r := f[k].get("side_evaluations", {}).get("ddpm1000-n500"))))
     st = demos.get("steps")
     if st:
         def at(fam: str, sampler: str, steps: int):
             return next((r for r in st["rows"].get(fam, []) if r["sampler"] == sampler and r["steps"] == steps), None)
-        pts = [(fam, smp, k) for fam, smp in (("ddpm", "ddim"), ("flow", "euler"), ("flow", "heun")) for k in (5, 10)]
+        pts = [(fam, smp, k) for fam, smp in (("ddpm", "ddim"), ("ddpm", "ddpm"), ("ldm", "ddim"), ("flow", "euler"),
+                                              ("flow", "heun")) for k in (5, 10)]
         txt = "; ".join(f"{fam} {smp} {k} steps: fid {_g(r['fid_conjure'])}" for fam, smp, k in pts
                         if (r := at(fam, smp, k)))
         out.append(f"- **Flow matching is fast (good in few steps).** On {st['n']} samples per point: {txt}.")
+    ddpm_note = _pixel_ddpm_note(f, demos)
+    if ddpm_note:
+        out.append(ddpm_note)
     if "ar" in f:
         a = f["ar"]
         out.append(f"- **Autoregressive models are slow, token by token.** {a['nfe']} sequential network evaluations "
                    f"per image (key/value cache), {_g(a['sample_ms'])} ms per image (rank {rank('sample_ms', 'ar')} of {n} "
                    f"for speed); fid_conjure {_g(a['fid_conjure'])} (rank {rank('fid_conjure', 'ar')}).")
     return out
+
+
+def _pixel_ddpm_note(f: dict, demos: dict) -> str:
+    """What the pixel DDPM's DDIM residue comes from, from the 1000-step side evaluation and the denoise demo."""
+    d = f.get("ddpm")
+    side = (d or {}).get("side_evaluations", {}).get("ddpm1000-n500")
+    if not side:
+        return ""
+    text = (f"- **Pixel DDPM: sampler or model?** With DDIM at 50 steps its samples keep a salt-and-pepper residue "
+            f"(fid_conjure {_g(d['fid_conjure'])}, sharpness {_g(d['sharpness'])} against {_g(d['sharpness_real'])} "
+            f"for real images); the same weights with DDPM's ancestral sampler at 1000 steps give fid_conjure "
+            f"{_g(side['fid_conjure'])} on {side['n_samples']} samples (floor {_g(side['fid_conjure_floor'])} at that n), "
+            f"sharpness {_g(side['sharpness'])}, at {_g(side['sample_ms'])} ms per image.")
+    dn = demos.get("denoise")
+    if dn and "flow_x0_rmse" in dn["rows"][0]:
+        hi = [r for r in dn["rows"] if r["snr"] >= 1]
+        lo = [r for r in dn["rows"] if r["snr"] < 0.01]
+        if hi and lo:
+            h, l_ = hi[-1], lo[0]
+            text += (f" At equal noise levels the eps network recovers the clean image about as well as flow "
+                     f"matching's velocity network where the signal dominates (implied x0 RMSE {h['ddpm_x0_rmse']} against "
+                     f"{h['flow_x0_rmse']} at SNR {h['snr']:.2g}), and far worse where noise dominates ({l_['ddpm_x0_rmse']} "
+                     f"against {l_['flow_x0_rmse']} at SNR {l_['snr']:.2g}): an eps model's clean-image estimate divides its "
+                     f"error by sqrt(alpha_bar), the reason Salimans & Ho (2022) give for predicting v instead. The "
+                     f"ancestral sampler adds fresh noise at every step, which washes such early errors out; the "
+                     f"deterministic one carries them to the end (Karras et al. 2022, section 4, on stochastic sampling "
+                     f"correcting earlier errors). The model is not broken; DDIM at 50 steps is the wrong sampler for it "
+                     f"at this budget.")
+    return text
 
 
 def write_report(runs_dir: Path, out_dir: Path, results: Path) -> Path:
@@ -184,13 +252,16 @@ def write_report(runs_dir: Path, out_dir: Path, results: Path) -> Path:
                 s["families"][fam]["sample_ms_eval"] = s["families"][fam]["sample_ms"]
                 s["families"][fam]["sample_ms"] = v["sample_ms_median"]
         s["sample_ms_source"] = "benchmarks/results/lab_sampling.json (interleaved medians)"
-    demos = {k: json.loads(p.read_text()) for k in ("vae", "steps", "collapse")
+    demos = {k: json.loads(p.read_text()) for k in ("vae", "steps", "denoise", "collapse")
              if (p := Path(runs_dir) / f"demos-{k}.json").is_file()}
     if "vae" in demos and "vae" in s["families"]:
         for k in ("anomaly_auroc", "anomaly_auroc_complexity_corrected"):
             if k in demos["vae"]:
                 s["families"]["vae"][k] = demos["vae"][k]
     s["demos"] = demos
+    for fam, tags in side_results(runs_dir).items():
+        if fam in s["families"]:
+            s["families"][fam]["side_evaluations"] = tags
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(s, indent=1))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +276,42 @@ def write_report(runs_dir: Path, out_dir: Path, results: Path) -> Path:
     return out_dir / "README.md"
 
 
+def steps_table(st: dict, f: dict) -> list[str]:
+    """fid_conjure at each step count, one column per (family, sampler); the 1000-step ancestral point beside."""
+    cols = [(fam, smp) for fam, rows in st["rows"].items() for smp in dict.fromkeys(r["sampler"] for r in rows)]
+    steps = sorted({r["steps"] for rows in st["rows"].values() for r in rows})
+    out = ["", f"fid_conjure on {st['n']} samples per point (floor at that n: {_g(st['fid_conjure_floor'])}):", "",
+           "| steps | " + " | ".join(f"{fam} {smp}" for fam, smp in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for k in steps:
+        cells = []
+        for fam, smp in cols:
+            r = next((r for r in st["rows"][fam] if r["sampler"] == smp and r["steps"] == k), None)
+            cells.append(f"{_g(r['fid_conjure'])} ({r['nfe']} NFE)" if r else "")
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    side = {fam: v["side_evaluations"]["ddpm1000-n500"] for fam, v in f.items()
+            if "ddpm1000-n500" in v.get("side_evaluations", {})}
+    if side:
+        out.append(f"| 1000 | " + " | ".join(
+            f"{_g(side[fam]['fid_conjure'])} ({side[fam]['n_samples']} samples)" if fam in side and smp == "ddpm" else ""
+            for fam, smp in cols) + " |")
+    return out
+
+
+def denoise_section(dn: dict) -> list[str]:
+    """The pixel DDPM against flow matching at equal noise levels: why its deterministic sampler leaves noise."""
+    rows = dn["rows"]
+    has_flow = "flow_x0_rmse" in rows[0]
+    out = ["", f"Denoising one noised copy of {dn['n']} validation images (`conjure lab demos denoise`): the error "
+           "of the clean image each pixel model implies, at DDPM's noise levels (flow matching at the same "
+           "signal-to-noise ratio). RMS error in pixels of [-1, 1]:", "",
+           "| DDPM t | SNR | DDPM eps MSE | DDPM implied x0 RMSE |" + (" flow time | flow implied x0 RMSE |" if has_flow else ""),
+           "|---|---|---|---|" + ("---|---|" if has_flow else "")]
+    for r in rows:
+        out.append(f"| {r['t']} | {r['snr']:.3g} | {r['ddpm_eps_mse']} | {r['ddpm_x0_rmse']} |"
+                   + (f" {r['flow_time']} | {r['flow_x0_rmse']} |" if has_flow else ""))
+    return out
+
+
 def report_markdown(s: dict) -> str:
     f = s["families"]
     any_ = next(iter(f.values()))
@@ -217,13 +324,15 @@ def report_markdown(s: dict) -> str:
              f"{any_['n_samples']} samples (200 per class prompt \"a photo of a CLASS\", fixed seeds) at 64x64 with "
              "conjure's own feature classifier (`models/conjure-features`): `fid_conjure` is not Inception FID. "
              "Every family samples without classifier-free guidance (one network evaluation per step), so that "
-             "no family gets a knob the others lack; DDPM and latent diffusion use DDIM at 50 steps, flow matching "
+             "no family gets a knob the others lack; DDPM and latent diffusion use DDIM at 50 steps (and, on 500 samples, "
+             "DDPM's ancestral sampler at 1000 steps), flow matching "
              "Euler at 50 steps, the autoregressive model 49 codes with a key/value cache. "
              f"The floor is real-vs-real: {any_['n_samples']} validation images against {any_['n_samples']} test images.", "",
              f"Device: CPU ({any_['torch_threads']} torch threads per process on a shared 2-core machine), no GPU. "
              "Wall times were taken while other jobs ran on the same machine: compare FLOPs for cost.", "",
              "Reproduce: `conjure lab train FAMILY --images N` for each family, `conjure lab evaluate runs/lab/FAMILY-seed0`, "
-             "`conjure lab demos vae|steps|collapse`, then `conjure lab compare`.", "",
+             "`conjure lab evaluate runs/lab/ddpm-seed0 --sampler ddpm --steps 1000 --n 500` (and ldm), "
+             "`conjure lab demos vae|steps|denoise|collapse`, then `conjure lab compare`.", "",
              "## Measurements", "",
              "| family | params (sampling net) | images seen | train time | train FLOPs | fid_conjure [95% CI] | floor | KID | precision | recall | class acc. | classes / cluster coverage | sharpness | NFE | ms / image | sampling FLOPs / image |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -242,7 +351,8 @@ def report_markdown(s: dict) -> str:
               "## The usual comparison table, with numbers", "",
               "| family | quality | training stability | inference speed | best for |", "|---|---|---|---|---|"]
     for fam, v in f.items():
-        stab = (f"fid spread {v['fid_spread']:.3g} over seeds {v['seeds']}" if v["fid_spread"] is not None
+        stab = (f"fid spread (std) {v['fid_spread']:.3g} over seeds {v['fid_spread_seeds']} at "
+                f"{v['fid_spread_images']:,} images" if v["fid_spread"] is not None
                 else "one seed only: spread not measured")
         lines.append(f"| {fam} | fid_conjure {_g(v['fid_conjure'])} ({v['fid_conjure'] / v['fid_conjure_floor']:.1f}x floor), "
                      f"precision {_g(v['precision'])}, recall {_g(v['recall'])} | {stab} | {v['nfe']} NFE, "
@@ -263,6 +373,9 @@ def report_markdown(s: dict) -> str:
                   f"{v['n']} results class B; keeping z and swapping the condition to B: {v['condition_swap_accuracy']:.0%}."]
     if "steps" in d:
         lines += ["", "Quality against sampling steps:", "", "![quality against steps](quality-vs-steps.png)"]
+        lines += steps_table(d["steps"], f)
+    if "denoise" in d:
+        lines += denoise_section(d["denoise"])
     if "collapse" in d:
         c = d["collapse"]
         from conjure.lab.demos import detect_collapse
