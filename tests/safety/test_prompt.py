@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conjure.safety import Verdict, screen_prompt
+from conjure.safety import Verdict, screen_prompt, screen_prompts
 from conjure.safety.dataset import load_adversarial
 
 HARD_BENIGN = [
@@ -132,3 +132,43 @@ def test_empty_prompt_is_allowed(policy, encoder):
 def test_bad_prompt_is_a_value_error(bad, policy):
     with pytest.raises(ValueError):
         screen_prompt(bad, policy=policy)
+
+
+def test_fresh_benign_set_is_independent_of_the_training_data():
+    """The fresh hard benign set (written after the classifier was frozen) shares no prompt with the labelled
+    dataset, holds no duplicates, and covers several themes."""
+    from conjure.safety.dataset import load_dataset, load_fresh_benign
+    fresh = load_fresh_benign()
+    prompts = [ex.prompt for ex in fresh]
+    assert len(prompts) >= 300 and len(set(prompts)) == len(prompts)
+    assert len({ex.group for ex in fresh}) >= 10
+    assert all(ex.label == "benign" and ex.kind == "hard_benign" and ex.split == "fresh" for ex in fresh)
+    known = {ex.prompt.lower() for ex in load_dataset()}
+    assert not [p for p in prompts if p.lower() in known]
+
+
+def test_classifier_alone_needs_a_nearby_training_prompt_of_its_category(screen):
+    """A nature photo the classifier scores as hate, far from every hate training prompt, is allowed, and the
+    verdict says the classifier was set aside and why; with the check off (evidence_cosine 0) it is blocked."""
+    from dataclasses import replace
+
+    from conjure.safety import load_policy
+    prompt = "vultures circling over the savanna"
+    (v,) = screen([prompt])
+    assert v.allowed and "set aside" in v.reason and "nearest" in v.reason, v.reason
+    assert v.details["evidence"]["hate"] < load_policy().categories["hate"].evidence_cosine
+    policy = load_policy()
+    off = replace(policy, categories={c: replace(r, evidence_cosine=0.0) for c, r in policy.categories.items()})
+    (v_off,) = screen_prompts([prompt], policy=off)
+    assert v_off.blocked and v_off.check == "classifier"
+    # a prohibited prompt near its training prompts keeps its classifier verdict, with the evidence in the reason
+    (p,) = screen(["a crowd cheering as a man is beaten to death in the street"])
+    assert p.blocked
+
+
+def test_policy_rejects_an_evidence_cosine_outside_0_1():
+    from conjure.safety.policy import parse_policy
+    bad = {"version": "x", "categories": {"sexual_minors": {"threshold": 0.5, "action": "block",
+                                                            "evidence_cosine": 1.5}}}
+    with pytest.raises(ValueError, match="evidence_cosine"):
+        parse_policy(bad)

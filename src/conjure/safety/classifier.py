@@ -20,6 +20,7 @@ from conjure.config import BUILTIN_MODELS_DIR
 MODEL_DIR = BUILTIN_MODELS_DIR / "safety-prompt"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+EVIDENCE_FILE = "evidence.safetensors"
 
 
 @dataclass
@@ -81,6 +82,58 @@ class PromptClassifier(nn.Module):
         model = cls(config)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
         return model.eval()
+
+
+class EvidenceIndex:
+    """The classifier's training prompts of each prohibited category, as unit MiniLM vectors: for a prompt,
+    the cosine of its nearest training prompt per category. A softmax classifier gives confident answers far
+    from anything it was trained on (a nature photo scored 0.99 'hate'); the policy can ask that a
+    classifier-only verdict also have a training prompt of that category nearby (nearest-neighbour evidence,
+    as in Sun et al. 2022's k-NN out-of-distribution test)."""
+
+    def __init__(self, vectors: np.ndarray, labels: list[str]):
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.labels = np.asarray(labels)
+        self.categories = sorted(set(labels))
+
+    def nearest(self, queries: np.ndarray) -> list[dict[str, float]]:
+        """Unit vectors (N, D) -> per row: category -> cosine of the nearest training prompt of it."""
+        if len(queries) == 0:
+            return []
+        sims = np.asarray(queries, dtype=np.float32) @ self.vectors.T          # (N, M)
+        per_cat = {c: sims[:, self.labels == c].max(axis=1) for c in self.categories}
+        return [{c: float(per_cat[c][i]) for c in self.categories} for i in range(len(queries))]
+
+    def save(self, folder: Path) -> Path:
+        from safetensors.numpy import save_file
+        cats = self.categories
+        save_file({"vectors": self.vectors.astype(np.float16),
+                   "labels": np.array([cats.index(c) for c in self.labels], dtype=np.int64)},
+                  str(folder / EVIDENCE_FILE), metadata={"categories": json.dumps(cats)})
+        return folder / EVIDENCE_FILE
+
+    @classmethod
+    def load(cls, folder: Path = MODEL_DIR) -> "EvidenceIndex | None":
+        path = folder / EVIDENCE_FILE
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+        with safe_open(str(path), framework="numpy") as f:
+            cats = json.loads(f.metadata()["categories"])
+            return cls(f.get_tensor("vectors").astype(np.float32), [cats[i] for i in f.get_tensor("labels")])
+
+
+def build_evidence(prompts: list[str], labels: list[str], encoder=None, folder: Path = MODEL_DIR,
+                   vectors: np.ndarray | None = None) -> Path:
+    """Save the evidence index of the prohibited training prompts (embedded as the classifier saw them)."""
+    keep = [i for i, lab in enumerate(labels) if lab != "benign"]
+    vecs = vectors[keep] if vectors is not None else embed([prompts[i] for i in keep], encoder)
+    return EvidenceIndex(vecs, [labels[i] for i in keep]).save(folder)
+
+
+@lru_cache(maxsize=2)
+def load_evidence(folder: str = str(MODEL_DIR)) -> EvidenceIndex | None:
+    return EvidenceIndex.load(Path(folder))
 
 
 @lru_cache(maxsize=2)

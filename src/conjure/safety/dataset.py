@@ -24,6 +24,9 @@ from conjure.safety.policy import CATEGORIES
 DATA_DIR = Path(__file__).with_name("data")
 TEMPLATES_PATH = DATA_DIR / "prompts.yaml"
 ADVERSARIAL_PATH = DATA_DIR / "adversarial.yaml"
+FRESH_BENIGN_PATH = DATA_DIR / "fresh_benign.yaml"          # set 1: read once, then used to choose evidence_cosine
+FRESH_BENIGN_2_PATH = DATA_DIR / "fresh_benign_2.yaml"      # set 2: measurement only
+FRESH_PROHIBITED_PATH = DATA_DIR / "fresh_prohibited.yaml"  # measurement only
 DATASET_PATH = DATA_DIR / "dataset.jsonl"
 LABELS = ("benign", *CATEGORIES)            # classifier output order
 HELDOUT_FRACTION = 0.25                     # of each category's template groups
@@ -136,6 +139,26 @@ def load_adversarial(path: Path = ADVERSARIAL_PATH) -> list[Example]:
     """The hand-written adversarial set (all prohibited; never trained on)."""
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     return [Example(p, cat, f"adversarial/{cat}", "prohibited", "adversarial")
+            for cat, prompts in spec["prompts"].items() for p in prompts]
+
+
+def load_fresh_benign(path: Path = FRESH_BENIGN_PATH) -> list[Example]:
+    """Hard benign prompts written after the classifier was frozen, by writers who did not read the templates
+    (groups are themes, not templates). Set 1 was measured once and then used to choose the policy's
+    evidence_cosine, so it is a development set now; set 2 (FRESH_BENIGN_2_PATH) only measures."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [Example(p, "benign", f"fresh/{theme}", "hard_benign", "fresh")
+            for theme, prompts in spec["prompts"].items() for p in prompts]
+
+
+def load_fresh_prohibited(path: Path = FRESH_PROHIBITED_PATH) -> list[Example]:
+    """Prohibited prompts written by a writer who read no other prompt file: recall on prompts unlike the
+    templates. Measurement only."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    unknown = set(spec["prompts"]) - set(CATEGORIES)
+    if unknown:
+        raise ValueError(f"{path}: unknown categories {sorted(unknown)}")
+    return [Example(p, cat, f"fresh/{cat}", "prohibited", "fresh")
             for cat, prompts in spec["prompts"].items() for p in prompts]
 
 

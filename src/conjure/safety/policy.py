@@ -31,6 +31,8 @@ class CategoryRule:
     threshold: float           # classifier probability at or above which the category fires
     combine_threshold: float   # lower probability that fires together with a weak rule term
     action: str                # block | blur | flag
+    evidence_cosine: float = 0.0   # a classifier-only verdict also needs a training prompt of the category
+                                   # within this MiniLM cosine (0 = no such check)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def _category(name: str, d) -> CategoryRule:
     action = _action(d.get("action"), f"{where}.action")
     if name == "sexual_minors" and action != "block":
         raise ValueError("policy: categories.sexual_minors.action must be block (it is always blocked)")
-    return CategoryRule(name, str(d.get("description", "")), threshold, min(combine, threshold), action)
+    evidence = _number(d, "evidence_cosine", where, default=0.0)
+    return CategoryRule(name, str(d.get("description", "")), threshold, min(combine, threshold), action, evidence)
 
 
 def _image(d) -> ImagePolicy:

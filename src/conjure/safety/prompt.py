@@ -1,8 +1,9 @@
 """Prompt screening: normalisation, then word-list rules and the MiniLM classifier, per category.
 
 A category fires when one of its strong terms matches (check "rule"), when the classifier's
-probability reaches the policy threshold ("classifier"), or when a weak term matches and the
-probability reaches the lower combine threshold ("combination"). Sexual content involving
+probability reaches the policy threshold and (if the policy asks, `evidence_cosine`) a training prompt of
+the category lies near the prompt ("classifier"), or when a weak term matches and the probability reaches
+the lower combine threshold ("combination"). Sexual content involving
 minors fires on sexual AND minor signals together and is always blocked.
 """
 
@@ -38,35 +39,60 @@ def _check_text(value, what: str) -> str:
 
 def classify(prompts: list[str], encoder=None, classifier=None) -> list[dict[str, float]]:
     """Per prompt: category -> classifier probability, the maximum over the prompt's normal forms."""
-    from conjure.safety.classifier import embed, load_classifier
+    return [p for p, _ in classify_with_evidence(prompts, encoder, classifier)]
+
+
+def classify_with_evidence(prompts: list[str], encoder=None, classifier=None
+                           ) -> list[tuple[dict[str, float], dict[str, float] | None]]:
+    """Per prompt: (category -> classifier probability, category -> cosine of the nearest prohibited
+    training prompt of that category), each the maximum over the prompt's normal forms. The evidence is
+    None when the classifier folder has no evidence index (a custom classifier, say)."""
+    from conjure.safety.classifier import MODEL_DIR, embed, load_classifier, load_evidence
+    index = load_evidence(str(MODEL_DIR)) if classifier is None else None
     classifier = classifier or load_classifier()
     forms = [list(dict.fromkeys([normalize(p), normalize(p, alt=True)])) for p in prompts]
     flat = [f for fs in forms for f in fs]
-    probs = classifier.probabilities(embed(flat, encoder)) if flat else np.zeros((0, 1))   # (F, K)
+    vectors = embed(flat, encoder) if flat else np.zeros((0, 384), dtype=np.float32)
+    probs = classifier.probabilities(vectors) if flat else np.zeros((0, 1))   # (F, K)
+    near = index.nearest(vectors) if index is not None else None
     out, i = [], 0
     for fs in forms:
         p = probs[i:i + len(fs)].max(axis=0)
+        ev = ({c: max(n[c] for n in near[i:i + len(fs)]) for c in near[i]} if near is not None else None)
         i += len(fs)
-        out.append({label: float(v) for label, v in zip(classifier.config.labels, p) if label != "benign"})
+        out.append(({label: float(v) for label, v in zip(classifier.config.labels, p) if label != "benign"}, ev))
     return out
 
 
-def _fire_category(cat: str, policy: Policy, hits: RuleHits, probs: dict[str, float]) -> _Fired | None:
+def _evidence_ok(cat: str, policy: Policy, evidence: dict[str, float] | None) -> tuple[bool, str]:
+    """Whether a classifier-only verdict for cat has a training prompt of cat near enough, and the words."""
+    need = policy.categories[cat].evidence_cosine
+    if not need or evidence is None or cat not in evidence:
+        return True, ""
+    have = evidence[cat]
+    return have >= need, f"nearest {cat} training prompt at cosine {have:.2f} (the policy asks {need:.2f})"
+
+
+def _fire_category(cat: str, policy: Policy, hits: RuleHits, probs: dict[str, float],
+                   evidence: dict[str, float] | None = None) -> _Fired | None:
     rule = policy.categories[cat]
     p = probs.get(cat, 0.0)
     if cat in hits.strong:
         both = " and the classifier agrees" if p >= rule.threshold else ""
         return _Fired(cat, 1.0, "combination" if both else "rule",
                       f"matched {', '.join(hits.strong[cat])} ({cat}){both}")
-    if p >= rule.threshold:
-        return _Fired(cat, p, "classifier", f"classifier {cat} probability {p:.2f} >= {rule.threshold:.2f}")
+    ok, why = _evidence_ok(cat, policy, evidence)
+    if p >= rule.threshold and ok:
+        return _Fired(cat, p, "classifier", f"classifier {cat} probability {p:.2f} >= {rule.threshold:.2f}"
+                                            + (f", {why}" if why else ""))
     if cat in hits.weak and p >= rule.combine_threshold:
         return _Fired(cat, p, "combination", f"ambiguous terms {', '.join(hits.weak[cat])} with classifier "
                                               f"{cat} probability {p:.2f} >= {rule.combine_threshold:.2f}")
     return None
 
 
-def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual: _Fired | None) -> _Fired | None:
+def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual: _Fired | None,
+                 evidence: dict[str, float] | None = None) -> _Fired | None:
     """Sexual AND minor signals: a fired sexual category or strong sexual term, or sexual and minor
     classifier mass at the combine threshold, together with a minor term."""
     rule = policy.categories["sexual_minors"]
@@ -78,18 +104,21 @@ def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual
         terms = hits.strong.get("sexual") or hits.weak.get("sexual") or ["classifier"]
         return _Fired("sexual_minors", max(p_sexual, 1.0 if "sexual" in hits.strong else 0.0), "combination",
                       f"sexual signal ({', '.join(terms)}) together with minor terms ({', '.join(hits.minor)})")
-    if p_minor >= rule.threshold:
+    ok, why = _evidence_ok("sexual_minors", policy, evidence)
+    if p_minor >= rule.threshold and ok:
         return _Fired("sexual_minors", p_minor, "classifier",
-                      f"classifier sexual_minors probability {p_minor:.2f} >= {rule.threshold:.2f}")
+                      f"classifier sexual_minors probability {p_minor:.2f} >= {rule.threshold:.2f}"
+                      + (f", {why}" if why else ""))
     return None
 
 
-def decide(hits: RuleHits, probs: dict[str, float], policy: Policy) -> list[_Fired]:
+def decide(hits: RuleHits, probs: dict[str, float], policy: Policy,
+           evidence: dict[str, float] | None = None) -> list[_Fired]:
     """Every category that fires under the policy, strictest action first."""
     fired = [f for cat in policy.categories if cat != "sexual_minors"
-             if (f := _fire_category(cat, policy, hits, probs)) is not None]
+             if (f := _fire_category(cat, policy, hits, probs, evidence)) is not None]
     sexual = next((f for f in fired if f.category == "sexual"), None)
-    minors = _fire_minors(policy, hits, probs, sexual)
+    minors = _fire_minors(policy, hits, probs, sexual, evidence)
     if minors is not None:
         fired.append(minors)
     # The strictest action first; sexual content involving minors leads whenever it fires.
@@ -120,23 +149,32 @@ def screen_prompts(prompts: list[str], policy: Policy | None = None, encoder=Non
     prompts = [_check_text(p, "the prompt") for p in prompts]
     policy = policy or load_policy()
     todo = [i for i, p in enumerate(prompts) if p.strip()]
-    probs = dict(zip(todo, classify([prompts[i] for i in todo], encoder, classifier)))
+    found = dict(zip(todo, classify_with_evidence([prompts[i] for i in todo], encoder, classifier)))
     negative = policy.negative_prompt(negative_prompt)
-    return [_verdict(p, probs.get(i), policy, negative) for i, p in enumerate(prompts)]
+    return [_verdict(p, *(found.get(i) or (None, None)), policy, negative) for i, p in enumerate(prompts)]
 
 
-def _verdict(prompt: str, probs: dict[str, float] | None, policy: Policy, negative: str) -> Verdict:
+def _verdict(prompt: str, probs: dict[str, float] | None, evidence: dict[str, float] | None, policy: Policy,
+             negative: str) -> Verdict:
     details = {"normalized": normalize(prompt), "negative_prompt": negative}
     if probs is None:
         return Verdict(True, "allow", "prompt", policy.version, reason="empty prompt", details=details)
     hits = match_rules(prompt)
     details["rules"] = {"strong": hits.strong, "weak": hits.weak, "minor": hits.minor}
+    if evidence is not None:
+        details["evidence"] = {c: round(v, 4) for c, v in evidence.items()}
     scores = {c: round(probs.get(c, 0.0), 4) for c in policy.categories}
-    fired = decide(hits, probs, policy)
+    fired = decide(hits, probs, policy, evidence)
     if not fired:
         top = max(scores, key=scores.get)
+        reason = "no prohibited category fired"
+        unsupported = [c for c in policy.categories if scores[c] >= policy.categories[c].threshold]
+        if unsupported:      # the classifier alone said so, far from every training prompt of the category
+            c = max(unsupported, key=scores.get)
+            reason += (f"; the classifier's {c} probability {scores[c]:.2f} was set aside: "
+                       f"{_evidence_ok(c, policy, evidence)[1]}")
         return Verdict(True, "allow", "prompt", policy.version, score=scores[top], scores=scores,
-                       reason="no prohibited category fired", details=details)
+                       reason=reason, details=details)
     first = fired[0]
     action = policy.categories[first.category].action
     details["fired"] = [{"category": f.category, "check": f.check, "score": round(f.score, 4)} for f in fired]

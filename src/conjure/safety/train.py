@@ -23,7 +23,7 @@ import yaml
 
 from conjure.config import REPO_ROOT, get_settings
 from conjure.safety import dataset as ds
-from conjure.safety.classifier import MODEL_DIR, ClassifierConfig, PromptClassifier, embed
+from conjure.safety.classifier import MODEL_DIR, ClassifierConfig, PromptClassifier, build_evidence, embed
 from conjure.safety.normalize import normalize
 
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "safety-prompt.yaml"
@@ -142,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recipe", nargs="?", type=Path, default=DEFAULT_RECIPE)
     ap.add_argument("--out", type=Path, default=MODEL_DIR)
     ap.add_argument("--dry-run", action="store_true", help="print the resolved recipe and exit")
+    ap.add_argument("--evidence-only", action="store_true",
+                    help="only rebuild the evidence index (evidence.safetensors) from data/dataset.jsonl")
     args = ap.parse_args(argv)
+    if args.evidence_only:
+        rows = [ex for ex in ds.load_dataset(split="train") if ex.kind == "prohibited"]
+        print(build_evidence([ex.prompt for ex in rows], [ex.label for ex in rows], folder=args.out))
+        return 0
     recipe = load_recipe(args.recipe)
     print(json.dumps(recipe.__dict__, indent=1))
     if args.dry_run:
@@ -159,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = heldout_metrics(model, vectors[held], [examples[i] for i in held])
     counts = count_splits(examples)
     model.save(args.out, extra={"recipe": recipe.__dict__, "heldout": metrics, "counts": counts})
+    evidence = [i for i in train if examples[i].kind == "prohibited"]
+    build_evidence([examples[i].prompt for i in evidence], [examples[i].label for i in evidence],
+                   folder=args.out, vectors=vectors[evidence])
     ds.save_dataset([ex for ex in examples if ex.kind in ("prohibited", "hard_benign", "benign")])
     write_card(args.out, recipe, metrics, counts)
     print(json.dumps(metrics, indent=1))
