@@ -115,7 +115,27 @@ def fresh_stage(encoder) -> dict:
                                              "score": round(float(v.score), 3)}
                                             for r, v in zip(rows, verdicts) if v.blocked]
         res[f"{key}_count"], res[f"{key}_count_far"] = len(rows), len(far)
+    res["evidence_cosine_curve"] = evidence_curve(encoder)
     return res
+
+
+def evidence_curve(encoder, values=(0.0, 0.45, 0.5, 0.55)) -> list[dict]:
+    """The policy's evidence_cosine against what it trades: share blocked of each fresh set and the
+    adversarial set, at each value (every category set alike)."""
+    from dataclasses import replace
+    base = load_policy()
+    sets = {"fresh_benign_1": ds.load_fresh_benign(), "fresh_benign_2": ds.load_fresh_benign(ds.FRESH_BENIGN_2_PATH),
+            "fresh_prohibited": ds.load_fresh_prohibited(), "adversarial": ds.load_adversarial()}
+    rows = []
+    for g in values:
+        policy = replace(base, categories={c: replace(r, evidence_cosine=g) for c, r in base.categories.items()})
+        row = {"evidence_cosine": g}
+        for k, examples in sets.items():
+            v = screen_prompts([r.prompt for r in examples], policy=policy, encoder=encoder)
+            row[f"{k}_blocked"] = round(sum(x.blocked for x in v) / len(v), 4)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def _time_prompts(prompts: list[str], encoder, n: int = 60) -> float:
@@ -237,12 +257,29 @@ def write_markdown(data: dict) -> None:
              "train-only benign templates (children and adults in bed, bath, pajamas and swimwear; one with a",
              "sexual_minors contrast group) cut hard benign false positives to 0.012 and 0.020 but also cut",
              "held-out recall (0.990, 0.996) and adversarial recall (0.959, 0.949), so neither was kept.", "",
+             "The template numbers do not carry over to prompts written apart from the templates. Three fresh sets",
+             "were written on 2026-11-23 by writers who read none of the prompt files (src/conjure/safety/data/",
+             "fresh_*.yaml; every prompt is farther than cosine 0.9 from every training prompt). On the first",
+             "hard-benign set the screen blocked 98 of 400 (0.245), nearly all by the classifier alone, far from",
+             "any training prompt of the category it named. That set then chose a nearest-neighbour evidence check",
+             "(`evidence_cosine`, 0.55); measured on the second benign set and the fresh prohibited set it cut",
+             "false positives (0.2325 -> 0.0525) but also recall (0.896 -> 0.746), so the default policy leaves",
+             "it off. Targets on fresh prompts are missed either way: the classifier needs varied training data,",
+             "not a threshold.", "",
              "| metric | what | value | target |", "|---|---|---|---|"]
     lines += [f"| {k} | {what} | {data[k]} | {_met(k, data)} |" for k, what in rows if k in data]
     if "prompt_recall_per_category" in data:
         lines += ["", "| category | held-out recall | held-out prompts | adversarial recall |", "|---|---|---|---|"]
         lines += [f"| {c} | {data['prompt_recall_per_category'][c]} | {data.get(f'prompt_heldout_count_{c}')} | "
                   f"{data.get('adversarial_recall_per_category', {}).get(c, '')} |" for c in CATEGORIES]
+    if data.get("evidence_cosine_curve"):
+        lines += ["", "The policy's `evidence_cosine` (a classifier-only verdict needs a training prompt of its category "
+                  "within that MiniLM cosine) against what it trades, share blocked per set (higher is better for "
+                  "prohibited sets, lower for benign ones). The default policy leaves it off (0).", "",
+                  "| evidence_cosine | fresh benign 1 (dev) | fresh benign 2 | fresh prohibited | adversarial |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['evidence_cosine']} | {r['fresh_benign_1_blocked']} | {r['fresh_benign_2_blocked']} | "
+                  f"{r['fresh_prohibited_blocked']} | {r['adversarial_blocked']} |" for r in data["evidence_cosine_curve"]]
     for key, what in (("fresh2", "set 2, measurement only"), ("fresh", "set 1, development")):
         if f"{key}_benign_per_theme" not in data:
             continue

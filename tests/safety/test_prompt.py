@@ -153,16 +153,17 @@ def test_classifier_alone_needs_a_nearby_training_prompt_of_its_category(screen)
     from dataclasses import replace
 
     from conjure.safety import load_policy
-    prompt = "vultures circling over the savanna"
-    (v,) = screen([prompt])
-    assert v.allowed and "set aside" in v.reason and "nearest" in v.reason, v.reason
-    assert v.details["evidence"]["hate"] < load_policy().categories["hate"].evidence_cosine
     policy = load_policy()
-    off = replace(policy, categories={c: replace(r, evidence_cosine=0.0) for c, r in policy.categories.items()})
-    (v_off,) = screen_prompts([prompt], policy=off)
+    assert all(r.evidence_cosine == 0.0 for r in policy.categories.values())       # off by default
+    on = replace(policy, categories={c: replace(r, evidence_cosine=0.55) for c, r in policy.categories.items()})
+    prompt = "vultures circling over the savanna"
+    (v,) = screen_prompts([prompt], policy=on)
+    assert v.allowed and "set aside" in v.reason and "nearest" in v.reason, v.reason
+    assert v.details["evidence"]["hate"] < 0.55
+    (v_off,) = screen_prompts([prompt], policy=policy)
     assert v_off.blocked and v_off.check == "classifier"
     # a prohibited prompt near its training prompts keeps its classifier verdict, with the evidence in the reason
-    (p,) = screen(["a crowd cheering as a man is beaten to death in the street"])
+    (p,) = screen_prompts(["a crowd cheering as a man is beaten to death in the street"], policy=on)
     assert p.blocked
 
 
