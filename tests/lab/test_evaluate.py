@@ -106,3 +106,24 @@ def test_report_explains_the_pixel_ddpm_from_its_side_evaluation_and_the_denoise
     assert "1.1 against 0.46" in md and "0.24 against 0.23" in md
     assert "| 5 | 300 (5 NFE) | 250 (5 NFE) |" in md and "| 1000 |  | 40 (500 samples) |" in md
     assert "| 750 | 0.0033 | 0.004 | 1.1 | 0.05 | 0.46 |" in md
+
+
+def test_an_extended_run_keeps_its_earlier_evaluation_for_the_along_training_table(tmp_path):
+    from conjure.lab.evaluate import _keep_earlier
+    from conjure.lab.report import along_training, along_training_table
+    run = tmp_path / "gan-seed0"
+    run.mkdir()
+    early = _run("gan", 28.0, 1.0)
+    early["images_seen"], early["cluster_coverage"] = 150_000, 0.4
+    (run / "metrics.json").write_text(json.dumps(early))
+    (run / "samples.png").write_bytes(b"png")
+    _keep_earlier(run, "", 300_000)                    # a new evaluation at 300k is about to be written
+    assert (run / "metrics.at150000.json").is_file() and (run / "samples.at150000.png").is_file()
+    assert not (run / "metrics.json").exists()
+    late = dict(early, images_seen=300_000, fid_conjure=43.0)
+    (run / "metrics.json").write_text(json.dumps(late))
+    _keep_earlier(run, "", 300_000)                    # same budget again: nothing is moved
+    assert (run / "metrics.json").is_file()
+    hist = along_training(tmp_path)
+    assert [h["fid_conjure"] for h in hist["gan"]] == [28.0, 43.0]
+    assert "| gan | 28 (0.5) | 43 (0.5) |" in "\n".join(along_training_table(hist))

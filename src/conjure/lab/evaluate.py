@@ -209,6 +209,19 @@ def result_tag(n: int = N_EVAL, steps: int | None = None, sampler: str | None = 
     return f"{sampler or 'default'}{steps or ''}-n{n}"
 
 
+def _keep_earlier(run: Path, suffix: str, images_seen: int) -> None:
+    """A run extended to a larger budget keeps its earlier evaluation as metrics.atN.json (and its samples),
+    so the report can show quality along training."""
+    old = run / f"metrics{suffix}.json"
+    if not old.is_file():
+        return
+    seen = json.loads(old.read_text()).get("images_seen")
+    if seen is not None and seen != images_seen:
+        old.replace(run / f"metrics{suffix}.at{seen}.json")
+        if (run / f"samples{suffix}.png").is_file():
+            (run / f"samples{suffix}.png").replace(run / f"samples{suffix}.at{seen}.png")
+
+
 def evaluate_run(model_dir: Path, n: int = N_EVAL, seed: int = 0, steps: int | None = None,
                  sampler: str | None = None) -> dict:
     """Sample and score one trained run; writes metrics.json and samples.png next to its model folder (for a
@@ -228,6 +241,7 @@ def evaluate_run(model_dir: Path, n: int = N_EVAL, seed: int = 0, steps: int | N
     run, tag = model_dir.parent, result_tag(n, steps, sampler)
     result["tag"] = tag
     suffix = f".{tag}" if tag else ""
+    _keep_earlier(run, suffix, result["images_seen"])
     sample_grid(images, y, run / f"samples{suffix}.png")
     (run / f"metrics{suffix}.json").write_text(json.dumps(result, indent=1))
     return result

@@ -64,6 +64,23 @@ def spread_group(runs: list[dict]) -> list[dict]:
     return max(by_budget.values(), key=lambda rs: (len(rs), rs[0]["images_seen"]))
 
 
+def along_training(runs_dir: Path) -> dict[str, list[dict]]:
+    """family -> its seed-0 run's evaluations at each budget it was evaluated at (metrics.atN.json kept when the
+    run was extended, then metrics.json), smallest budget first."""
+    out: dict[str, list[dict]] = {}
+    for fam in FAMILY_ORDER:
+        run = Path(runs_dir) / f"{fam}-seed0"
+        files = sorted(run.glob("metrics.at*.json")) + ([run / "metrics.json"] if (run / "metrics.json").is_file() else [])
+        rows = []
+        for p in files:
+            r = json.loads(p.read_text())
+            rows.append({k: r[k] for k in ("images_seen", "fid_conjure", "fid_conjure_ci95", "precision", "recall",
+                                           "class_accuracy", "cluster_coverage")})
+        if len(rows) > 1:
+            out[fam] = sorted(rows, key=lambda r: r["images_seen"])
+    return out
+
+
 SIDE_EVALUATIONS = {"ddpm1000-n500": "DDPM ancestral sampling, 1000 steps, 500 samples"}
 
 
@@ -167,6 +184,11 @@ def _claims(s: dict, demos: dict) -> list[str]:
                 f"{rank('sharpness', 'gan', low=False)} of {n}); precision {_g(g['precision'])} (rank "
                 f"{rank('precision', 'gan', low=False)}), recall {_g(g['recall'])} (rank {rank('recall', 'gan', low=False)}), "
                 f"cluster coverage {_g(g['mode_coverage'])}.")
+        hist = s.get("along_training", {}).get("gan")
+        if hist:
+            line += (" Along training (one run, extended): fid_conjure " + " -> ".join(
+                f"{_g(h['fid_conjure'])} at {h['images_seen']:,}" for h in hist) + ", recall " + " -> ".join(
+                _g(h["recall"]) for h in hist) + ".")
         col = demos.get("collapse")
         if col:
             u = col["gan-unstable-seed0"]
@@ -222,6 +244,11 @@ def _pixel_ddpm_note(f: dict, demos: dict) -> str:
             f"for real images); the same weights with DDPM's ancestral sampler at 1000 steps give fid_conjure "
             f"{_g(side['fid_conjure'])} on {side['n_samples']} samples (floor {_g(side['fid_conjure_floor'])} at that n), "
             f"sharpness {_g(side['sharpness'])}, at {_g(side['sample_ms'])} ms per image.")
+    st = demos.get("steps", {}).get("rows", {}).get("ddpm", [])
+    pair = {r["sampler"]: r for r in st if r["steps"] == 50}
+    if "ddim" in pair and "ddpm" in pair:
+        text += (f" At the same 50 steps on {pair['ddim']['n']} samples, the ancestral sampler gives fid_conjure "
+                 f"{_g(pair['ddpm']['fid_conjure'])} against DDIM's {_g(pair['ddim']['fid_conjure'])}.")
     dn = demos.get("denoise")
     if dn and "flow_x0_rmse" in dn["rows"][0]:
         hi = [r for r in dn["rows"] if r["snr"] >= 1]
@@ -259,6 +286,7 @@ def write_report(runs_dir: Path, out_dir: Path, results: Path) -> Path:
             if k in demos["vae"]:
                 s["families"]["vae"][k] = demos["vae"][k]
     s["demos"] = demos
+    s["along_training"] = along_training(runs_dir)
     for fam, tags in side_results(runs_dir).items():
         if fam in s["families"]:
             s["families"][fam]["side_evaluations"] = tags
@@ -274,6 +302,21 @@ def write_report(runs_dir: Path, out_dir: Path, results: Path) -> Path:
     plot_losses(runs_dir, out_dir / "loss-curves.png")
     (out_dir / "README.md").write_text(report_markdown(s))
     return out_dir / "README.md"
+
+
+def along_training_table(hist: dict[str, list[dict]]) -> list[str]:
+    """fid_conjure (and recall) of each family's main run at each budget it was evaluated at."""
+    if not hist:
+        return []
+    budgets = sorted({h["images_seen"] for rows in hist.values() for h in rows})
+    out = ["Quality along training (the same seed-0 run, evaluated when it reached each budget; fid_conjure, "
+           "recall in brackets):", "", "| family | " + " | ".join(f"{b:,} images" for b in budgets) + " |",
+           "|---" * (len(budgets) + 1) + "|"]
+    for fam, rows in hist.items():
+        at = {h["images_seen"]: h for h in rows}
+        out.append(f"| {fam} | " + " | ".join(f"{_g(at[b]['fid_conjure'])} ({_g(at[b]['recall'])})" if b in at else ""
+                                              for b in budgets) + " |")
+    return out + [""]
 
 
 def steps_table(st: dict, f: dict) -> list[str]:
@@ -348,6 +391,7 @@ def report_markdown(s: dict) -> str:
     lines += ["", f"Real test images: class accuracy {_g(any_['class_accuracy_real'])} (the classifier's own ceiling), "
               f"sharpness {_g(any_['sharpness_real'])}. Parameters within 2x: "
               f"{min(v['parameters'] for v in f.values()) / 1e6:.2f}M to {max(v['parameters'] for v in f.values()) / 1e6:.2f}M.", "",
+              *along_training_table(s.get("along_training", {})),
               "## The usual comparison table, with numbers", "",
               "| family | quality | training stability | inference speed | best for |", "|---|---|---|---|---|"]
     for fam, v in f.items():
