@@ -96,27 +96,31 @@ def fresh_stage(encoder) -> dict:
         verdicts = _screen([r.prompt for r in rows], encoder)
         nearest = ds.max_train_cosine(embed([r.prompt for r in rows], encoder=encoder), train_vectors)
         far = [v for v, c in zip(verdicts, nearest) if c < ds.MAX_HELDOUT_COSINE]
-        groups = sorted({r.group for r in rows})
         if key == "fresh_prohibited":
             res["prompt_recall_fresh"] = round(sum(v.blocked for v in verdicts) / len(verdicts), 4)
             res["prompt_recall_fresh_far"] = round(sum(v.blocked for v in far) / max(1, len(far)), 4)
-            res["fresh_prohibited_per_category"] = {g.split("/", 1)[1]: round(
-                sum(v.blocked for r, v in zip(rows, verdicts) if r.group == g) / sum(r.group == g for r in rows), 4)
-                for g in groups}
+            res["fresh_prohibited_per_category"] = _blocked_per_group(rows, verdicts)
             res["fresh_prohibited_missed"] = [{"prompt": r.prompt, "label": r.label, "reason": v.reason}
                                               for r, v in zip(rows, verdicts) if not v.blocked]
         else:
             res[f"prompt_false_positive_rate_{key}"] = round(sum(v.blocked for v in verdicts) / len(verdicts), 4)
             res[f"prompt_false_positive_rate_{key}_far"] = round(sum(v.blocked for v in far) / max(1, len(far)), 4)
-            res[f"{key}_benign_per_theme"] = {g.split("/", 1)[1]: round(
-                sum(v.blocked for r, v in zip(rows, verdicts) if r.group == g) / sum(r.group == g for r in rows), 4)
-                for g in groups}
+            res[f"{key}_benign_per_theme"] = _blocked_per_group(rows, verdicts)
             res[f"{key}_benign_blocked"] = [{"prompt": r.prompt, "category": v.category, "check": v.check,
                                              "score": round(float(v.score), 3)}
                                             for r, v in zip(rows, verdicts) if v.blocked]
         res[f"{key}_count"], res[f"{key}_count_far"] = len(rows), len(far)
     res["evidence_cosine_curve"] = evidence_curve(encoder)
     return res
+
+
+def _blocked_per_group(rows: list, verdicts: list) -> dict[str, float]:
+    """Share blocked per group ("fresh/THEME" -> THEME)."""
+    out = {}
+    for g in sorted({r.group for r in rows}):
+        sel = [v for r, v in zip(rows, verdicts) if r.group == g]
+        out[g.split("/", 1)[1]] = round(sum(v.blocked for v in sel) / len(sel), 4)
+    return out
 
 
 def evidence_curve(encoder, values=(0.0, 0.45, 0.5, 0.55)) -> list[dict]:
