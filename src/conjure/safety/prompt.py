@@ -42,13 +42,13 @@ def classify(prompts: list[str], encoder=None, classifier=None) -> list[dict[str
     return [p for p, _ in classify_with_evidence(prompts, encoder, classifier)]
 
 
-def classify_with_evidence(prompts: list[str], encoder=None, classifier=None
+def classify_with_evidence(prompts: list[str], encoder=None, classifier=None, evidence: bool = True
                            ) -> list[tuple[dict[str, float], dict[str, float] | None]]:
     """Per prompt: (category -> classifier probability, category -> cosine of the nearest prohibited
     training prompt of that category), each the maximum over the prompt's normal forms. The evidence is
-    None when the classifier folder has no evidence index (a custom classifier, say)."""
+    None when not asked for, or when the classifier folder has no evidence index (a custom classifier, say)."""
     from conjure.safety.classifier import MODEL_DIR, embed, load_classifier, load_evidence
-    index = load_evidence(str(MODEL_DIR)) if classifier is None else None
+    index = load_evidence(str(MODEL_DIR)) if classifier is None and evidence else None
     classifier = classifier or load_classifier()
     forms = [list(dict.fromkeys([normalize(p), normalize(p, alt=True)])) for p in prompts]
     flat = [f for fs in forms for f in fs]
@@ -149,7 +149,9 @@ def screen_prompts(prompts: list[str], policy: Policy | None = None, encoder=Non
     prompts = [_check_text(p, "the prompt") for p in prompts]
     policy = policy or load_policy()
     todo = [i for i, p in enumerate(prompts) if p.strip()]
-    found = dict(zip(todo, classify_with_evidence([prompts[i] for i in todo], encoder, classifier)))
+    # the nearest-neighbour search only runs when the policy uses it (off in the default policy)
+    wants = any(r.evidence_cosine > 0 for r in policy.categories.values())
+    found = dict(zip(todo, classify_with_evidence([prompts[i] for i in todo], encoder, classifier, wants)))
     negative = policy.negative_prompt(negative_prompt)
     return [_verdict(p, *(found.get(i) or (None, None)), policy, negative) for i, p in enumerate(prompts)]
 
