@@ -43,7 +43,7 @@ def test_generations_return_signed_urls(client):
                                     extra_body={"seed": 11, **FAST})
     assert len(result.data) == 2 and result.created > 0
     for i, item in enumerate(result.data):
-        r = httpx.get(item.url)
+        r = httpx.get(item.url, timeout=30)
         assert r.status_code == 200
         with Image.open(io.BytesIO(r.content)) as im:
             assert im.size == (256, 256)

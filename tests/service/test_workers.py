@@ -245,8 +245,10 @@ def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_mo
             except httpx.HTTPError:
                 return False
         wait_for(ready, 180, "conjure serve to be ready", every=0.3)
-        job_id = httpx.post(f"{url}/v1/jobs", json={"prompt": "hello", **FAST}).json()["id"]
-        wait_for(lambda: httpx.get(f"{url}/v1/jobs/{job_id}").json()["status"] == "succeeded", 60, "the job")
+        # generous per-request timeouts: on a loaded 2-core CI machine one poll once took over httpx's default 5 s
+        job_id = httpx.post(f"{url}/v1/jobs", json={"prompt": "hello", **FAST}, timeout=30).json()["id"]
+        wait_for(lambda: httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()["status"] == "succeeded", 120,
+                 "the job")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
