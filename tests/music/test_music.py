@@ -153,6 +153,31 @@ def test_strict_bars_fill_every_bar_after_the_pickup(tiny_music_model):
         assert lengths[-1] <= bar_ticks(meter)                     # full, or cut by the tiny model's context
 
 
+def test_key_bias_favours_the_asked_keys_pitches_and_is_off_at_zero():
+    from conjure.music.model import key_bias
+    n = len(T.VOCAB)
+    assert not key_bias(T.Condition("jig", "6/8", 0, "major"), n, 0.0).any()
+    c_major = key_bias(T.Condition("jig", "6/8", 0, "major"), n, 1.5)
+    p = lambda midi: T.INDEX[f"P{midi}"]                          # noqa: E731
+    assert c_major[p(60)] > c_major[p(67)] > c_major[p(64)] > 0 > c_major[p(61)]     # C > G > E > C#
+    assert c_major[p(60)] == c_major[p(72)]                                          # octave-invariant
+    assert not c_major[[T.BAR, T.REST, *T.DUR_IDS]].any()                             # pitches only
+    a_minor = key_bias(T.Condition("jig", "6/8", 9, "minor"), n, 1.5)
+    assert a_minor[p(69)] > c_major[p(69)] and a_minor[p(60)] < c_major[p(60)]       # A is the tonic now
+
+
+def test_key_guidance_moves_the_notes_into_the_key(tiny_music_model):
+    from conjure.music.train import load_model
+    model = load_model(tiny_music_model)
+    scale = {6, 8, 10, 11, 1, 3, 5}                                 # F# major's pitch classes
+    def in_scale(g: float) -> float:
+        notes = [p for seed in range(6) for bar in T.decode(model.generate(
+            T.Condition("reel", "4/4", 6, "major"), 6, torch.Generator().manual_seed(seed), key_guidance=g))
+            for p, _ in bar if p >= 0]
+        return sum(p % 12 in scale for p in notes) / len(notes)
+    assert in_scale(4.0) > in_scale(0.0) + 0.15
+
+
 # --- pipeline and CLI
 
 def test_pipeline_screens_signs_and_audits_audio_and_midi(tiny_music_model):
@@ -171,6 +196,8 @@ def test_pipeline_screens_signs_and_audits_audio_and_midi(tiny_music_model):
         pipe("a jig for a massacre in the street, bodies everywhere")
     with pytest.raises(ValueError, match="unknown format"):
         pipe("a jig", fmt="midi")
+    with pytest.raises(ValueError, match="key_guidance"):
+        pipe("a jig", key_guidance=9)
 
 
 def test_compose_cli_writes_audio_and_midi_and_refuses_bad_input(tiny_music_model, tmp_path, monkeypatch):

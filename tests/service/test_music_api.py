@@ -21,11 +21,12 @@ def live(tmp_path_factory, tiny_model_dir, tiny_music_model):
 
 def test_music_job_delivers_signed_audio_and_midi(live):
     r = live.client.post("/v1/music", json={"prompt": "a lively jig in D major, 4 bars", "seed": 5,
-                                            "response_format": "mp3"})
+                                            "response_format": "mp3", "key_guidance": 2.0})
     assert r.status_code == 201, r.text
     job = live.wait_job(r.json()["id"], timeout=180)
     assert job["status"] == "succeeded", job["error"]
     assert job["spec"]["task"] == "music" and job["spec"]["model"] == "conjure-music"
+    assert job["spec"]["key_guidance"] == 2.0
     audio, midi = job["outputs"]
     assert (audio["media_type"], midi["media_type"]) == ("audio/mpeg", "audio/midi")
     assert audio["duration_s"] > 1 and audio["width"] is None
@@ -45,5 +46,6 @@ def test_music_requests_are_screened_and_validated(live):
     bad_key = live.client.post("/v1/music", json={"prompt": "a jig", "key": "H major"})
     assert bad_key.status_code == 400 and "cannot read key" in bad_key.json()["detail"]
     for body in ({"prompt": ""}, {"prompt": "a jig", "bars": 1000}, {"prompt": "a jig", "meter": "5/4"},
-                 {"prompt": "a jig", "steps": 20}, {"prompt": "a jig", "response_format": "midi"}):
+                 {"prompt": "a jig", "steps": 20}, {"prompt": "a jig", "response_format": "midi"},
+                 {"prompt": "a jig", "key_guidance": 5}, {"prompt": "a jig", "key_guidance": -1}):
         assert live.client.post("/v1/music", json=body).status_code == 422, body

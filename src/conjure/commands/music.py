@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from conjure.music.prompt import KEY_GUIDANCE
+
 music_app = typer.Typer(help="The melody model: corpus, training and evaluation.", no_args_is_help=True)
 
 
@@ -27,6 +29,8 @@ def compose(
     meter: Annotated[Optional[str], typer.Option(help="e.g. 6/8 (beats the prompt and the style).")] = None,
     instrument: Annotated[Optional[str], typer.Option(help="e.g. fiddle, piano, flute, organ, harp.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature, 0.1-2.0.")] = 1.0,
+    key_guidance: Annotated[float, typer.Option(help="Weight of the key's pitch profile in sampling, 0-4 "
+                                                     "(0 = the model alone).")] = KEY_GUIDANCE,
     free_bars: Annotated[bool, typer.Option("--free-bars", help="Let the model end bars where it likes (default: "
                                                                 "every bar after a pickup is filled to the meter).")]
     = False,
@@ -47,7 +51,8 @@ def compose(
     pipe = MusicPipeline()
     try:
         music = pipe(prompt, seed=seed, fmt=fmt, bars=bars, tempo=tempo, key=key, meter=meter,
-                     instrument=instrument, temperature=temperature, strict_bars=not free_bars)
+                     instrument=instrument, temperature=temperature, strict_bars=not free_bars,
+                     key_guidance=key_guidance)
     except Refused as e:
         _fail(str(e), code=3)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -109,6 +114,8 @@ def music_evaluate(
     = Path("runs/music/evaluation.json"),
     seed: Annotated[int, typer.Option(help="First sampling seed.")] = 0,
     free_bars: Annotated[bool, typer.Option("--free-bars", help="Sample with the model's own bar lines.")] = False,
+    key_guidance: Annotated[float, typer.Option(help="Key-profile prior weight (0 = the model alone).")]
+    = KEY_GUIDANCE,
 ) -> None:
     """Held-out perplexity, key and meter adherence, and n-gram novelty (with real-data baselines), sampled as
     `conjure compose` samples (bars filled to the meter unless --free-bars)."""
@@ -116,7 +123,7 @@ def music_evaluate(
 
     from conjure.music.evaluate import evaluate
     try:
-        report = evaluate(model, n=n, seed=seed, strict_bars=not free_bars)
+        report = evaluate(model, n=n, seed=seed, strict_bars=not free_bars, key_guidance=key_guidance)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)

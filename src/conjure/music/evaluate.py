@@ -40,12 +40,13 @@ def _rate(flags: list[bool]) -> dict:
 
 
 def evaluate(model_dir: Path, n: int = 240, seed: int = 0, progress: bool = True, temperature: float = 1.0,
-             strict_bars: bool = False, top_p: float = 0.95) -> dict:
+             strict_bars: bool = False, top_p: float = 0.95, key_guidance: float = 0.0) -> dict:
     from tqdm import tqdm
     model = load_model(model_dir)
     train, test, val = load_corpus("train"), load_corpus("test"), load_corpus("validation")
     report: dict = {"model": str(model_dir), "params": model.num_params(), "n": n, "bars": BARS, "seed": seed,
-                    "sampling": {"temperature": temperature, "top_p": top_p, "strict_bars": strict_bars},
+                    "sampling": {"temperature": temperature, "top_p": top_p, "strict_bars": strict_bars,
+                                 "key_guidance": key_guidance},
                     "corpus": {"train": len(train), "validation": len(val), "test": len(test)}}
     # 1. held-out perplexity (body tokens, untransposed, first context window of each piece)
     report["perplexity"] = {"test": perplexity(model, test), "validation": perplexity(model, val)}
@@ -57,7 +58,7 @@ def evaluate(model_dir: Path, n: int = 240, seed: int = 0, progress: bool = True
         gen = torch.Generator().manual_seed(seed + i)
         t = time.perf_counter()
         ids = model.generate(Condition(style, meter, tonic, mode), BARS, gen, temperature, top_p,
-                             strict_bars=strict_bars)
+                             strict_bars=strict_bars, key_guidance=key_guidance)
         times.append(time.perf_counter() - t)
         items.append({"measures": decode(ids), "key": (tonic, mode), "meter": meter, "style": style})
     items = [it for it in items if any(p >= 0 for bar in it["measures"] for p, _ in bar)]

@@ -53,15 +53,20 @@ class MelodyTransformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, cond: T.Condition, bars: int, gen: torch.Generator, temperature: float = 1.0,
-                 top_p: float = 0.95, min_bars: int = 4, strict_bars: bool = False) -> list[int]:
+                 top_p: float = 0.95, min_bars: int = 4, strict_bars: bool = False,
+                 key_guidance: float = 0.0) -> list[int]:
         """Sample a body after the condition's header until EOS, `bars` bar lines have closed, or the context is
         full. Masks keep the token grammar (an event, then its duration) and forbid EOS before `min_bars`.
 
         With `strict_bars`, every bar after the first (which may be a pickup) is filled to exactly the meter's
         length: durations that would overflow the bar are masked, and the bar line (or the end) is the only
-        choice once it is full. The rhythm inside the bar, the key and the melody stay the model's own."""
+        choice once it is full. The rhythm inside the bar, the key and the melody stay the model's own.
+
+        `key_guidance` g > 0 multiplies each pitch's probability by (w / mean w) ** g, w the asked key's
+        Krumhansl-Kessler weight for that pitch class: a product with a key-profile prior (0 = the model alone)."""
         from conjure.music.analysis import bar_ticks
         self.eval()
+        bias = key_bias(cond, len(T.VOCAB), key_guidance)
         ids = cond.tokens()
         caches: list[dict] = [{} for _ in self.blocks]
         logits = self(torch.tensor([ids]), caches)[0, -1]
@@ -88,7 +93,7 @@ class MelodyTransformer(nn.Module):
                         mask[[T.BAR, T.EOS]] = keep
                 else:                                                # choosing a duration: no overflow
                     mask[T.DUR_IDS.start + min(room, len(T.DUR_IDS)):T.DUR_IDS.stop] = float("-inf")
-            nxt = _nucleus(logits / max(temperature, 1e-4) + mask, top_p, gen)
+            nxt = _nucleus(logits / max(temperature, 1e-4) + mask + bias, top_p, gen)
             if nxt == T.EOS:
                 break
             if nxt == T.BAR:
@@ -101,6 +106,19 @@ class MelodyTransformer(nn.Module):
             ids.append(nxt)
             logits = self(torch.tensor([[nxt]]), caches, start=len(ids) - 1)[0, -1]
         return ids
+
+
+def key_bias(cond: T.Condition, vocab: int, strength: float) -> torch.Tensor:
+    """Log-prior over tokens: strength * log(w / mean w) on each pitch token, w the Krumhansl-Kessler weight of
+    the pitch class in the asked key; zero on every other token."""
+    from conjure.music.analysis import KK_MAJOR, KK_MINOR
+    bias = torch.zeros(vocab)
+    if strength:
+        profile = KK_MAJOR if cond.mode == "major" else KK_MINOR
+        rel = torch.log(torch.tensor(profile / profile.mean(), dtype=torch.float32))
+        pitches = torch.tensor([T.PITCHES[i - T.PITCH_IDS.start] for i in T.PITCH_IDS])
+        bias[T.PITCH_IDS.start:T.PITCH_IDS.stop] = strength * rel[(pitches - cond.tonic) % 12]
+    return bias
 
 
 def _nucleus(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from conjure.config import BUILTIN_MODELS_DIR
-from conjure.music.prompt import MusicRequest, parse_prompt
+from conjure.music.prompt import KEY_GUIDANCE, MAX_KEY_GUIDANCE, MusicRequest, parse_prompt
 from conjure.music.tokens import Condition, decode
 from conjure.pipelines.speech import FORMATS, encode
 from conjure.safety.verdict import Refused
@@ -71,24 +71,28 @@ class MusicPipeline:
         return screen_prompts([prompt], self.policy or load_policy())[0]
 
     def compose(self, request: MusicRequest, seed: int = 0, temperature: float = 1.0, top_p: float = 0.95,
-                strict_bars: bool = True) -> list[list[tuple[int, int]]]:
+                strict_bars: bool = True, key_guidance: float = KEY_GUIDANCE) -> list[list[tuple[int, int]]]:
         """Sample the melody for a request (bit-identical for the same seed on the same machine). With
         strict_bars (the default) every bar after a pickup holds exactly the meter's length (see
-        MelodyTransformer.generate); without it, bar lengths are the model's alone."""
+        MelodyTransformer.generate); without it, bar lengths are the model's alone. key_guidance weights a
+        key-profile prior on pitches (0 = the model alone)."""
         if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
         if not 0.1 <= temperature <= 2.0 or not 0.1 <= top_p <= 1.0:
             raise ValueError("temperature must be in 0.1..2.0 and top_p in 0.1..1.0")
+        if not 0.0 <= key_guidance <= MAX_KEY_GUIDANCE:
+            raise ValueError(f"key_guidance must be in 0..{MAX_KEY_GUIDANCE} (0 = the model alone), got {key_guidance}")
         gen = torch.Generator().manual_seed(seed)
         cond = Condition(request.style, request.meter, request.tonic, request.mode)
         with self._run_lock:
-            ids = self.model.generate(cond, request.bars, gen, temperature, top_p, strict_bars=strict_bars)
+            ids = self.model.generate(cond, request.bars, gen, temperature, top_p, strict_bars=strict_bars,
+                                      key_guidance=key_guidance)
         return decode(ids)
 
     def __call__(self, prompt: str, seed: int = 0, fmt: str = "wav", bars: int | None = None,
                  tempo: int | None = None, key: str | None = None, meter: str | None = None,
                  instrument: str | None = None, temperature: float = 1.0, strict_bars: bool = True,
-                 user: str = "", job_id: str | None = None) -> Music:
+                 key_guidance: float = KEY_GUIDANCE, user: str = "", job_id: str | None = None) -> Music:
         from conjure.music.render import SAMPLE_RATE, render, to_midi
         from conjure.provenance.record import GenerationRecord, new_job_id, sha256_hex
         timings = {}
@@ -101,7 +105,7 @@ class MusicPipeline:
         if verdict.blocked:
             raise Refused(verdict, "prompt")
         t = time.perf_counter()
-        measures = self.compose(request, seed, temperature, strict_bars=strict_bars)
+        measures = self.compose(request, seed, temperature, strict_bars=strict_bars, key_guidance=key_guidance)
         timings["compose"] = time.perf_counter() - t
         t = time.perf_counter()
         midi = to_midi(measures, request.tempo_bpm, request.program, request.meter, request.tonic, request.mode)
@@ -111,6 +115,7 @@ class MusicPipeline:
         timings["render"] = time.perf_counter() - t
         mime, _, c2pa_mime = FORMATS[fmt]
         params = {"task": "music", "format": fmt, "temperature": temperature, "strict_bars": strict_bars,
+                  "key_guidance": key_guidance,
                   **request.to_dict()}
         params.pop("explain")
         record = GenerationRecord(prompt, MODEL_NAME, self._hash, seed, params | {"midi_sha256": midi_sha256},

@@ -52,6 +52,8 @@ INSTRUMENTS = {"piano": 0, "harpsichord": 6, "music box": 10, "organ": 19, "chur
 DEFAULT_KEY = {"major": 2, "minor": 9}        # D major, A minor
 MAX_PROMPT_CHARS = 500
 MIN_BARS, MAX_BARS = 4, 64
+KEY_GUIDANCE = 1.5        # default weight of the key-profile prior on pitches in sampling (0 = the model alone),
+MAX_KEY_GUIDANCE = 4.0    # chosen on a development run: benchmarks/results/music.md
 MIN_BPM, MAX_BPM = 30, 300
 
 # "in D", "in F# minor", "key of b flat": a bare lower-case letter after "in" ("in a pub") is not a key
@@ -156,3 +158,34 @@ def parse_prompt(prompt: str, bars: int | None = None, tempo: int | None = None,
         raise ValueError(f"{bars} bars is out of range: give {MIN_BARS} to {MAX_BARS}")
     assert style in STYLES or style in STYLE_TOKEN
     return MusicRequest(style, meter_s, tonic, mode, tempo, INSTRUMENTS[inst], inst, bars, why)
+
+
+# phrasings of a music prompt, for example prompts (the safety classifier learns them as the music model's own
+# vocabulary); the second set is kept apart to check that unseen phrasings pass too
+PHRASINGS = ("a {mood} {style} in {key}", "a {mood} {style} in {key} on the {instrument}",
+             "{style} in {key}, {mood}, {instrument}", "compose a {mood} {style} for {instrument} in {key}",
+             "a {style} in {key} at {bpm} bpm", "{mood} {instrument} {style}, {meter}, key of {key}",
+             "{bars} bars of a {mood} {style} in {key}", "a {mood} tune in {key} for solo {instrument}")
+HELDOUT_PHRASINGS = ("write me a {style} in {key} played on {instrument}, {mood} feel",
+                     "{key} {style} for {instrument}, {mood} and {bpm} bpm",
+                     "please make a {mood} little {style} in {key} ({meter})",
+                     "{instrument} solo: {style}, {key}, {bars} bars, {mood}")
+
+
+def example_prompts(n: int, seed: int = 0, heldout: bool = False) -> list[str]:
+    """n distinct music prompts from conjure's own vocabulary (styles, moods, keys, instruments, meters)."""
+    import random
+    rng = random.Random(seed)
+    names = [*NOTE_NAMES, "F#", "C#", "Bb", "Eb", "Ab", "D flat", "G sharp"]
+    phrasings = HELDOUT_PHRASINGS if heldout else PHRASINGS
+    out: set[str] = set()
+    for _ in range(n * 20):
+        if len(out) >= n:
+            break
+        key = f"{rng.choice(names)} {rng.choice(['major', 'minor', 'minor', 'Minor', 'Major'])}"
+        text = rng.choice(phrasings).format(
+            mood=rng.choice(sorted(MOODS)), style=rng.choice(sorted(STYLE_DEFAULTS)), key=key,
+            instrument=rng.choice(sorted(INSTRUMENTS)), bpm=rng.randrange(60, 200, 4), meter=rng.choice(METERS),
+            bars=rng.choice([8, 16, 24, 32]))
+        out.add(re.sub(r"\ba (?=[aeiou])", "an ", text))
+    return sorted(out)

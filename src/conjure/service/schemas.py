@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conjure.diffusion.samplers import SAMPLERS
 from conjure.music.corpus import METERS
-from conjure.music.prompt import MAX_BARS, MAX_BPM, MIN_BARS, MIN_BPM
+from conjure.music.prompt import KEY_GUIDANCE, MAX_BARS, MAX_BPM, MAX_KEY_GUIDANCE, MIN_BARS, MIN_BPM
 from conjure.music.prompt import MAX_PROMPT_CHARS as MAX_MUSIC_PROMPT_CHARS
 from conjure.pipelines.request import MAX_GUIDANCE, MAX_N, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 
@@ -76,6 +76,9 @@ class MusicCreate(BaseModel):
     meter: Literal[METERS] | None = Field(None, description="Time signature.")
     instrument: str | None = Field(None, max_length=32, description="General MIDI instrument word, e.g. fiddle.")
     temperature: float = Field(1.0, ge=0.1, le=2.0, description="Sampling temperature.")
+    key_guidance: float = Field(KEY_GUIDANCE, ge=0.0, le=MAX_KEY_GUIDANCE,
+                                description="Weight of the asked key's pitch profile in sampling (0 = the model "
+                                            "alone; higher keeps the tune more firmly in the key).")
     response_format: Literal["wav", "mp3", "flac", "opus", "aac"] = "wav"
     priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S,

@@ -181,6 +181,7 @@ _music_pipes: dict = {}
 def run_music_job(spec: dict, job_id: str | None, user: str, settings: Settings | None = None) -> JobOutputs:
     """A text-to-music job: the audio file (signed) and its MIDI file; the worker audits both on commit."""
     from conjure.music.pipeline import MODEL_DIR, MusicPipeline
+    from conjure.music.prompt import KEY_GUIDANCE
     from conjure.pipelines.speech import FORMATS
     from conjure.safety.verdict import Refused
     folder = (settings.music_model if settings else None) or MODEL_DIR
@@ -190,7 +191,8 @@ def run_music_job(spec: dict, job_id: str | None, user: str, settings: Settings 
     try:
         m = pipe(spec["prompt"], seed=spec["seed"], fmt=spec["response_format"], bars=spec["bars"],
                         tempo=spec["tempo"], key=spec["key"], meter=spec["meter"], instrument=spec["instrument"],
-                        temperature=spec["temperature"], user=user, job_id=job_id)
+                        temperature=spec["temperature"], key_guidance=spec.get("key_guidance", KEY_GUIDANCE),
+                        user=user, job_id=job_id)
     except Refused as e:
         verdict = e.verdict.to_dict()
         return JobOutputs([], [], [], verdicts=[verdict], refused=verdict)
