@@ -26,7 +26,11 @@ TEMPLATES_PATH = DATA_DIR / "prompts.yaml"
 ADVERSARIAL_PATH = DATA_DIR / "adversarial.yaml"
 FRESH_BENIGN_PATH = DATA_DIR / "fresh_benign.yaml"          # set 1: read once, then used to choose evidence_cosine
 FRESH_BENIGN_2_PATH = DATA_DIR / "fresh_benign_2.yaml"      # set 2: measurement only
-FRESH_PROHIBITED_PATH = DATA_DIR / "fresh_prohibited.yaml"  # measurement only
+FRESH_PROHIBITED_PATH = DATA_DIR / "fresh_prohibited.yaml"  # measurement only (set 1)
+FRESH_BENIGN_3_PATH = DATA_DIR / "fresh_benign_3.yaml"      # set 3: written after the free-written training data,
+FRESH_PROHIBITED_2_PATH = DATA_DIR / "fresh_prohibited_2.yaml"  # measured once on the final model
+FREE_BENIGN_GLOB = "train_benign_free_*.yaml"       # free-written, train only: never measured on
+FREE_PROHIBITED_GLOB = "train_prohibited_free*.yaml"
 DATASET_PATH = DATA_DIR / "dataset.jsonl"
 LABELS = ("benign", *CATEGORIES)            # classifier output order
 HELDOUT_FRACTION = 0.25                     # of each category's template groups
@@ -160,6 +164,47 @@ def load_fresh_prohibited(path: Path = FRESH_PROHIBITED_PATH) -> list[Example]:
         raise ValueError(f"{path}: unknown categories {sorted(unknown)}")
     return [Example(p, cat, f"fresh/{cat}", "prohibited", "fresh")
             for cat, prompts in spec["prompts"].items() for p in prompts]
+
+
+def load_free_written(data_dir: Path = DATA_DIR) -> list[Example]:
+    """Train-only prompts written freely (not from templates) by writers who never saw the measurement sets:
+    hard-benign themes (label benign) and prohibited categories. Group `free/THEME`; split train."""
+    out: list[Example] = []
+    for path in sorted(data_dir.glob(FREE_BENIGN_GLOB)):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out += [Example(p, "benign", f"free/{theme}", "hard_benign", "train")
+                for theme, prompts in spec["prompts"].items() for p in prompts]
+    for path in sorted(data_dir.glob(FREE_PROHIBITED_GLOB)):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        unknown = set(spec["prompts"]) - set(CATEGORIES)
+        if unknown:
+            raise ValueError(f"{path}: unknown categories {sorted(unknown)}")
+        out += [Example(p, cat, f"free/{cat}", "prohibited", "train")
+                for cat, prompts in spec["prompts"].items() for p in prompts]
+    seen: set[str] = set()
+    return [ex for ex in out if not (ex.prompt.lower() in seen or seen.add(ex.prompt.lower()))]
+
+
+def measurement_sets() -> dict[str, list[Example]]:
+    """Every set that only measures (never trains): the adversarial set and the fresh sets."""
+    return {"adversarial": load_adversarial(), "fresh_benign_1": load_fresh_benign(),
+            "fresh_benign_2": load_fresh_benign(FRESH_BENIGN_2_PATH), "fresh_prohibited": load_fresh_prohibited(),
+            "fresh_benign_3": load_fresh_benign(FRESH_BENIGN_3_PATH),
+            "fresh_prohibited_2": load_fresh_prohibited(FRESH_PROHIBITED_2_PATH)}
+
+
+def decontaminate(examples: list[Example], vectors: np.ndarray, measured: np.ndarray,
+                  max_cosine: float = MAX_HELDOUT_COSINE) -> int:
+    """Mark free-written training prompts within `max_cosine` of any measurement prompt as dropped, so that
+    the measurement sets stay unlike anything trained on; returns how many were dropped."""
+    free = np.flatnonzero([ex.group.startswith("free/") and ex.split == "train" for ex in examples])
+    if not len(free) or not len(measured):
+        return 0
+    nearest = max_train_cosine(vectors[free], measured)
+    for i, c in zip(free, nearest):
+        if c >= max_cosine:
+            examples[i].split = "dropped"
+    return int((nearest >= max_cosine).sum())
 
 
 def builtin_captions(data_dir: Path, split: str | None = None) -> list[str]:

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from conjure.config import REPO_ROOT, get_settings
+from conjure.music.prompt import example_prompts
 from conjure.safety import dataset as ds
 from conjure.safety.classifier import MODEL_DIR, ClassifierConfig, PromptClassifier, build_evidence, embed
 from conjure.safety.normalize import normalize
@@ -41,6 +42,9 @@ class Recipe:
     weight_decay: float = 1e-4
     typo_augment: int = 1
     builtin_captions: int = 12000
+    music_prompts: int = 1500    # prompts in the music model's vocabulary ("a sad air in E minor"), train phrasings
+    free_written: bool = True   # add data/train_*_free*.yaml (train only)
+    class_weight_power: float = 1.0   # loss weight of a label = (mean count / its count) ** power; 1 = balanced
     seed: int = 0
 
 
@@ -79,7 +83,10 @@ def build_examples(recipe: Recipe) -> list[ds.Example]:
                          "and set CONJURE_HOME, or set builtin_captions: 0 in the recipe")
     captions = rng.sample(captions, min(recipe.builtin_captions, len(captions)))
     builtin = [ds.Example(c, "benign", "builtin/train", "builtin", "train") for c in sorted(captions)]
-    return examples + extra + builtin
+    builtin += [ds.Example(p, "benign", "builtin/music", "builtin", "train")
+                for p in example_prompts(recipe.music_prompts, seed=recipe.seed)] if recipe.music_prompts else []
+    free = ds.load_free_written() if recipe.free_written else []
+    return examples + extra + builtin + free
 
 
 def embed_cached(prompts: list[str], encoder=None) -> np.ndarray:
@@ -100,7 +107,7 @@ def fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, n_labels: int) -> PromptCl
     torch.manual_seed(recipe.seed)
     model = PromptClassifier(ClassifierConfig(labels=ds.LABELS, hidden=recipe.hidden, dropout=recipe.dropout))
     counts = np.bincount(y, minlength=n_labels).astype(np.float32)
-    weight = torch.tensor(counts.sum() / (n_labels * np.maximum(counts, 1)))
+    weight = torch.tensor((counts.sum() / (n_labels * np.maximum(counts, 1))) ** recipe.class_weight_power)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -155,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     examples = build_examples(recipe)
     vectors = embed_cached([ex.prompt for ex in examples])
+    measured = [ex.prompt for rows in ds.measurement_sets().values() for ex in rows]
+    dropped = ds.decontaminate(examples, vectors, embed_cached(measured))
+    print(f"free-written: dropped {dropped} within cosine {ds.MAX_HELDOUT_COSINE} of a measurement prompt", flush=True)
     nearest = ds.drop_near_duplicates(examples, vectors)
     print(f"held-out: dropped {int((nearest >= ds.MAX_HELDOUT_COSINE).sum())} of {len(nearest)} "
           f"within cosine {ds.MAX_HELDOUT_COSINE} of a training prompt", flush=True)
@@ -182,6 +192,8 @@ def count_splits(examples: list[ds.Example]) -> dict:
         cat = ex.group.split("/")[0]
         key = f"{ex.label} (train-only group {cat})" if cat in train_only and ex.kind != "typo" else key
         key = {"builtin": "benign (built-in captions)", "typo": f"{ex.label} (misspelled copies)"}.get(ex.kind, key)
+        key = "benign (music prompts)" if ex.group == "builtin/music" else key
+        key = f"{ex.label} (free-written)" if cat == "free" else key
         counts.setdefault(key, {}).setdefault(ex.split, 0)
         counts[key][ex.split] += 1
     return counts
@@ -211,9 +223,15 @@ plain, non-graphic wording; each template is one group, and whole groups are hel
 quarter per category). Held-out prompts within MiniLM cosine {cos} of any training prompt are
 dropped (the test suite checks this). Training adds one misspelled copy of each prohibited
 training prompt and benign captions sampled from the train split of the built-in emoji and icon
-datasets (so their vocabulary, "pistol", "bomb", "syringe", "coffin", stays allowed). The
+datasets (so their vocabulary, "pistol", "bomb", "syringe", "coffin", stays allowed), and prompts in the
+music model's vocabulary (`conjure.music.prompt.example_prompts`: "a sad air in E minor on the flute",
+so that a minor key is not read as a minor). The
 generated set is `src/conjure/safety/data/dataset.jsonl`. Categories marked `train_only: true` keep
 every group in train and never enter an evaluated number (in this model: {train_only}).
+Free-written, train-only prompts (`data/train_benign_free_*.yaml`, hard-benign themes, and
+`data/train_prohibited_free.yaml`; rows "free-written") were written by writers who never saw the
+measurement sets; any of them within cosine {cos} of a measurement prompt (the adversarial set and
+the fresh sets) is dropped from training, so those sets stay unlike anything trained on.
 
 | label | train | held-out | dropped |
 |---|---|---|---|
