@@ -83,3 +83,24 @@ def test_heldout_prompts_are_not_near_copies_of_training_prompts(encoder):
     vh = embed([normalize(p) for p in held], encoder)
     vt = embed([normalize(p) for p in cands], encoder)
     assert ds.max_train_cosine(vh, vt).max() < ds.MAX_HELDOUT_COSINE
+
+
+def test_embedding_store_embeds_only_new_prompts(tmp_path, monkeypatch):
+    import numpy as np
+
+    from conjure.config import get_settings
+    from conjure.safety.train import embed_cached
+    monkeypatch.setenv("CONJURE_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    calls = []
+
+    def fake(forms, encoder=None):
+        calls.append(list(forms))
+        return np.stack([np.full(384, len(f), dtype=np.float32) for f in forms])
+    try:
+        a = embed_cached(["a cat", "a dog on a hill"], embed_fn=fake)
+        b = embed_cached(["A  CAT", "a red fox", "a dog on a hill"], embed_fn=fake)   # "A  CAT" normalises to "a cat"
+    finally:
+        get_settings.cache_clear()
+    assert calls == [["a cat", "a dog on a hill"], ["a red fox"]]
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[2]) and b[1][0] == len("a red fox")

@@ -10,7 +10,6 @@ models/safety-prompt/ (safetensors + config.json + README.md) and the dataset's 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -89,17 +88,25 @@ def build_examples(recipe: Recipe) -> list[ds.Example]:
     return examples + extra + builtin + free
 
 
-def embed_cached(prompts: list[str], encoder=None) -> np.ndarray:
-    """MiniLM vectors of the prompts' normal forms, cached under CONJURE_HOME by content hash."""
+def embed_cached(prompts: list[str], encoder=None, embed_fn=None) -> np.ndarray:
+    """MiniLM vectors of the prompts' normal forms. Every vector ever computed is kept in one store under
+    CONJURE_HOME (safety/embeddings.npz, keyed by the normal form), so a retraining embeds only new prompts."""
+    embed_fn = embed_fn or embed
     forms = [normalize(p) for p in prompts]
-    key = hashlib.sha256("\n".join(forms).encode()).hexdigest()[:16]
-    path = get_settings().home / "safety" / f"embeddings-{key}.npy"
+    path = get_settings().home / "safety" / "embeddings.npz"
+    store: dict[str, np.ndarray] = {}
     if path.is_file():
-        return np.load(path)
-    vectors = embed(forms, encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
+        with np.load(path, allow_pickle=False) as z:
+            store = dict(zip(z["keys"].tolist(), z["vectors"]))
+    missing = sorted(set(forms) - set(store))
+    if missing:
+        store.update(zip(missing, embed_fn(missing, encoder)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("embeddings.tmp.npz")
+        keys = sorted(store)
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack([store[k] for k in keys]).astype(np.float32))
+        tmp.replace(path)                                 # a crash mid-write leaves the old store intact
+    return np.stack([store[f] for f in forms]).astype(np.float32) if forms else np.zeros((0, 384), np.float32)
 
 
 def fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, n_labels: int) -> PromptClassifier:
