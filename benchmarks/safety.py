@@ -268,7 +268,7 @@ def write_markdown(data: dict) -> None:
              "or reading in bed became allow phrases (safety/rules.py); of the other twelve, eleven were",
              "blocked by the classifier alone and one by 'president' with the classifier at 0.26. No held-out",
              "or adversarial prompt was removed, and the adversarial set was",
-             "never trained on or tuned against. The classifier is unchanged: two retrainings with new",
+             "never trained on or tuned against. At that stage the classifier was kept: two retrainings with new",
              "train-only benign templates (children and adults in bed, bath, pajamas and swimwear; one with a",
              "sexual_minors contrast group) cut hard benign false positives to 0.012 and 0.020 but also cut",
              "held-out recall (0.990, 0.996) and adversarial recall (0.959, 0.949), so neither was kept.", "",
@@ -299,7 +299,8 @@ def write_markdown(data: dict) -> None:
              "prohibited set 2 were written after all the training data, by a writer who read no prompt file, and",
              "were measured once, on the kept model (rows marked set 3 below): hard benign blocked 0.06 (target 0.03:",
              "**missed**), prohibited blocked 0.971 (target 0.95: met). For comparison, the 2026.2 classifier on the",
-             "same two sets (`classifier=` the old weights, same policy): 0.265 and 0.957.", "",
+             "same two sets (its weights from commit 14f44d1 passed as `classifier=`, same policy): 0.265 and 0.957.",
+             "Prompt screening times in this run were taken with two training jobs on the machine's two cores.", "",
              "| metric | what | value | target |", "|---|---|---|---|"]
     lines += [f"| {k} | {what} | {data[k]} | {_met(k, data)} |" for k, what in rows if k in data]
     if "prompt_recall_per_category" in data:
