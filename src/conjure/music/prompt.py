@@ -52,8 +52,8 @@ INSTRUMENTS = {"piano": 0, "harpsichord": 6, "music box": 10, "organ": 19, "chur
 DEFAULT_KEY = {"major": 2, "minor": 9}        # D major, A minor
 MAX_PROMPT_CHARS = 500
 MIN_BARS, MAX_BARS = 4, 64
-KEY_GUIDANCE = 1.5        # default weight of the key-profile prior on pitches in sampling (0 = the model alone),
-MAX_KEY_GUIDANCE = 4.0    # chosen on a development run: benchmarks/results/music.md
+KEY_GUIDANCE = 1.5        # weight of the key-profile prior on pitches when sampling (0 = the model alone), chosen
+MAX_KEY_GUIDANCE = 4.0    # on a development run (benchmarks/results/music.md); above 2 novelty suffers
 MIN_BPM, MAX_BPM = 30, 300
 
 # "in D", "in F# minor", "key of b flat": a bare lower-case letter after "in" ("in a pub") is not a key
