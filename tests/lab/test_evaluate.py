@@ -127,3 +127,21 @@ def test_an_extended_run_keeps_its_earlier_evaluation_for_the_along_training_tab
     hist = along_training(tmp_path)
     assert [h["fid_conjure"] for h in hist["gan"]] == [28.0, 43.0]
     assert "| gan | 28 (0.5) | 43 (0.5) |" in "\n".join(along_training_table(hist))
+
+
+def test_seeds_table_shows_each_seed_and_flags_a_family_unconverged_at_the_small_budget():
+    runs = {"gan": [_run("gan", 40.0, 1.0), _run("gan", 30.0, 1.0, seed=1), _run("gan", 50.0, 1.0, seed=2)],
+            "ddpm": [_run("ddpm", 50.0, 1.0), _run("ddpm", 380.0, 1.0, seed=1), _run("ddpm", 390.0, 1.0, seed=2)]}
+    for rs in runs.values():
+        rs[0]["images_seen"] = 300_000
+        for r in rs[1:]:
+            r["images_seen"] = 100_000
+    s = summarise(runs)
+    g = s["families"]["gan"]
+    assert g["fid_spread_mean"] == 40.0 and g["fid_spread_cv"] == 0.25
+    assert [r["fid_conjure"] for r in g["seed_runs"]] == [30.0, 50.0]
+    md = report_markdown(s)
+    assert "| gan | 2 | 100,000 | 50 |" in md and "40 ± 10 (25%)" in md
+    assert "far from their full-budget quality at 100,000 images (mean fid_conjure more than 3x seed 0's): ddpm 385 against 50 (7.7x)." in md
+    assert "Closer: gan 40 against 40 (1.0x)." in md
+    assert "varies by 25% of the mean (rank 1 of 2" in md

@@ -49,6 +49,11 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "runs": [{"seed": r["seed"], "images_seen": r["images_seen"], "fid_conjure": r["fid_conjure"]}
                      for r in sorted(rs, key=lambda r: (r["seed"], r["images_seen"]))],
             "fid_spread": round(statistics.pstdev(fids), 4) if len(fids) > 1 else None,
+            "fid_spread_mean": round(statistics.fmean(fids), 4) if len(fids) > 1 else None,
+            "fid_spread_cv": round(statistics.pstdev(fids) / statistics.fmean(fids), 4) if len(fids) > 1 else None,
+            "seed_runs": [{k: r[k] for k in ("seed", "images_seen", "fid_conjure", "precision", "recall",
+                                            "class_accuracy", "cluster_coverage", "classes_reached")}
+                          for r in sorted(spread, key=lambda r: r["seed"])] if len(fids) > 1 else [],
             "fid_spread_images": spread[0]["images_seen"] if len(fids) > 1 else None,
             "fid_spread_seeds": sorted(r["seed"] for r in spread) if len(fids) > 1 else [],
             "device": main["device"], "torch_threads": main["torch_threads"]}
@@ -189,6 +194,12 @@ def _claims(s: dict, demos: dict) -> list[str]:
             line += (" Along training (one run, extended): fid_conjure " + " -> ".join(
                 f"{_g(h['fid_conjure'])} at {h['images_seen']:,}" for h in hist) + ", recall " + " -> ".join(
                 _g(h["recall"]) for h in hist) + ".")
+        seeded = {k: v for k, v in f.items() if v.get("fid_spread_cv") is not None}
+        if "gan" in seeded and len(seeded) > 1:
+            order = sorted(seeded, key=lambda k: -seeded[k]["fid_spread_cv"])
+            line += (f" Over seeds at {g['fid_spread_images']:,} images its fid_conjure varies by "
+                     f"{g['fid_spread_cv']:.0%} of the mean (rank {order.index('gan') + 1} of {len(seeded)} for spread; "
+                     + ", ".join(f"{k} {seeded[k]['fid_spread_cv']:.0%}" for k in order if k != "gan") + ").")
         col = demos.get("collapse")
         if col:
             u = col["gan-unstable-seed0"]
@@ -358,6 +369,44 @@ def steps_table(st: dict, f: dict) -> list[str]:
     return out
 
 
+def seeds_table(f: dict) -> list[str]:
+    """Every extra-seed run beside its family's main run: the spread, and whether the small budget converged."""
+    fams = {fam: v for fam, v in f.items() if v.get("seed_runs")}
+    if not fams:
+        return []
+    budgets = sorted({v["fid_spread_images"] for v in fams.values()})
+    out = ["", f"Extra seeds (the same recipe; the seed sets initialisation and data order; the evaluation's sampling seeds are the same for every run) at "
+           f"{', '.join(f'{b:,}' for b in budgets)} images; the main run (seed 0, {max(v['images_seen'] for v in f.values()):,} "
+           "images) beside:", "",
+           "| family | seed | images seen | fid_conjure | precision | recall | class acc. | classes / cluster coverage |",
+           "|---|---|---|---|---|---|---|---|"]
+    for fam, v in fams.items():
+        for r in v["seed_runs"]:
+            out.append(f"| {fam} | {r['seed']} | {r['images_seen']:,} | {_g(r['fid_conjure'])} | {_g(r['precision'])} | "
+                       f"{_g(r['recall'])} | {_g(r['class_accuracy'])} | {r['classes_reached']} / {_g(r['cluster_coverage'])} |")
+        out.append(f"| {fam} | mean ± std | {v['fid_spread_images']:,} | {_g(v['fid_spread_mean'])} ± {v['fid_spread']:.3g} "
+                   f"({v['fid_spread_cv']:.0%}) | | | | |")
+        out.append(f"| {fam} | 0 (main) | {v['images_seen']:,} | {_g(v['fid_conjure'])} | {_g(v['precision'])} | "
+                   f"{_g(v['recall'])} | {_g(v['class_accuracy'])} | {v['classes_reached']} / {_g(v['mode_coverage'])} |")
+    ranked = sorted(fams, key=lambda k: fams[k]["fid_spread_cv"], reverse=True)
+    out += ["", "Relative spread over seeds (std / mean of fid_conjure), largest first: "
+            + ", ".join(f"{k} {fams[k]['fid_spread_cv']:.0%}" for k in ranked) + ". With two seeds per family this is "
+            "a rough estimate: read it as an order of magnitude."]
+    far = [k for k, v in fams.items() if v["fid_spread_mean"] > 3 * v["fid_conjure"]]
+    near = [k for k in fams if k not in far]
+    if far:
+        out.append("Still far from their full-budget quality at " + f"{fams[far[0]]['fid_spread_images']:,} images "
+                   "(mean fid_conjure more than 3x seed 0's): " + ", ".join(
+                       f"{k} {_g(fams[k]['fid_spread_mean'])} against {_g(fams[k]['fid_conjure'])} "
+                       f"({fams[k]['fid_spread_mean'] / fams[k]['fid_conjure']:.1f}x)" for k in far)
+                   + ". Their spreads there are spreads of unfinished models and say little about stability at the "
+                   "full budget." + (" Closer: " + ", ".join(
+                       f"{k} {_g(fams[k]['fid_spread_mean'])} against {_g(fams[k]['fid_conjure'])} "
+                       f"({fams[k]['fid_spread_mean'] / fams[k]['fid_conjure']:.1f}x)" for k in near) + "."
+                                     if near else ""))
+    return out
+
+
 def denoise_section(dn: dict) -> list[str]:
     """The pixel DDPM against flow matching at equal noise levels: why its deterministic sampler leaves noise."""
     rows = dn["rows"]
@@ -414,12 +463,13 @@ def report_markdown(s: dict) -> str:
               "## The usual comparison table, with numbers", "",
               "| family | quality | training stability | inference speed | best for |", "|---|---|---|---|---|"]
     for fam, v in f.items():
-        stab = (f"fid spread (std) {v['fid_spread']:.3g} over seeds {v['fid_spread_seeds']} at "
-                f"{v['fid_spread_images']:,} images" if v["fid_spread"] is not None
-                else "one seed only: spread not measured")
+        stab = (f"fid_conjure {_g(v['fid_spread_mean'])} ± {v['fid_spread']:.3g} (std; {v['fid_spread_cv']:.0%} of the "
+                f"mean) over seeds {v['fid_spread_seeds']} at {v['fid_spread_images']:,} images"
+                if v["fid_spread"] is not None else "one seed only: spread not measured")
         lines.append(f"| {fam} | fid_conjure {_g(v['fid_conjure'])} ({v['fid_conjure'] / v['fid_conjure_floor']:.1f}x floor), "
                      f"precision {_g(v['precision'])}, recall {_g(v['recall'])} | {stab} | {v['nfe']} NFE, "
                      f"{_g(v['sample_ms'])} ms | {best_for(fam, s)} |")
+    lines += seeds_table(f)
     lines += ["", "## Where the usual claims hold on this data", ""] + _claims(s, s.get("demos", {}))
     d = s.get("demos", {})
     if "vae" in d:
