@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
     default_model: str = DEFAULT_MODEL
     threads: int = 0                                # torch intra-op threads; 0 = torch's default
+    unet_backend: Literal["", "onnx", "jit", "eager"] = ""   # how a built-in U-Net runs; "" = the fastest that works
     music_model: Optional[Path] = None              # melody model folder; unset = the built-in conjure-music
     database_url: str = ""                          # SQLAlchemy URL; "" = SQLite file conjure.db under home
     # provenance (C2PA, watermark, audit log)

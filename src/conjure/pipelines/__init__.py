@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 
-def load_pipeline(name: str, precision: str = "fp32", settings=None, responsible: bool = True):
+def load_pipeline(name: str, precision: str = "fp32", settings=None, responsible: bool = True,
+                  backend: str | None = None):
     """A ready pipeline for a built-in or added model (raises ValueError for an unknown name); `settings`
     says whose model registry to read (default: the process's settings). `responsible` attaches the
-    guard (prompt and image screening, watermark, C2PA, audit log): every entry point keeps it on."""
+    guard (prompt and image screening, watermark, C2PA, audit log): every entry point keeps it on.
+    `backend` says how a conjure U-Net runs (see TextToImagePipeline; None = the best that works here)."""
     from conjure.pipelines.product import Guard
     from conjure.pipelines.registry import get_model
     entry = get_model(name, settings)
     if entry.kind == "conjure":
         from conjure.pipelines.text_to_image import TextToImagePipeline
-        pipe = TextToImagePipeline.from_folder(entry.path, precision=precision)
+        from conjure.config import get_settings
+        home = (settings.home if settings is not None else None)
+        backend = backend or (settings or get_settings()).unet_backend or None
+        pipe = TextToImagePipeline.from_folder(entry.path, precision=precision, backend=backend,
+                                               onnx_cache=home / "cache" / "onnx" if home else None)
         if responsible:
             pipe.guard = Guard(encoder=pipe.text_encoder)
         return pipe

@@ -20,11 +20,13 @@ from PIL import Image
 
 from conjure.diffusion.guidance import cfg_combine
 from conjure.diffusion.samplers import make_sampler
+from conjure.pipelines import onnx_unet
 from conjure.pipelines.components import Components, load_components
 from conjure.pipelines.product import Guard, Job, Output
 from conjure.pipelines.request import GenerationRequest, RequestError, check_request, mask_array
 
 ProgressFn = Callable[[int, int], None]   # (step done, total steps)
+BACKENDS = ("onnx", "jit", "eager")       # how the U-Net runs; see TextToImagePipeline
 
 
 @dataclass
@@ -48,31 +50,31 @@ def to_latent_input(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
-class _UNetCall(torch.nn.Module):
-    """The U-Net as a plain (x_t, t, states, mask) -> prediction function, for tracing."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x, t, states, mask):
-        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask, return_dict=False)[0]
-
-
 class TextToImagePipeline:
     """Prompt -> images. Components: `unet`, `vae`, the model's `scheduler_config`, `text_encoder`.
 
-    precision "fp32" (default) runs the U-Net as a traced, frozen TorchScript graph (one per input
-    shape): oneDNN fuses its convolutions, which on a CPU is about twice as fast as eager diffusers
-    and gives the same numbers. "bf16" runs eager under bf16 autocast.
+    How the U-Net runs (`backend`): "onnx" (the default for fp32 on a CPU when onnx and onnxruntime
+    import and the U-Net is small; see pipelines/onnx_unet.py), "jit" (a traced, frozen TorchScript
+    graph per input shape: oneDNN fuses its convolutions; the default otherwise) or "eager" (plain
+    diffusers). All three compute in fp32. precision "bf16" runs eager under bf16 autocast.
+    A U-Net changed in memory after loading (so that its folder's hash no longer names its weights)
+    must not use the "onnx" backend's file cache: build such a pipeline from Components with folder None.
     """
 
-    def __init__(self, components: Components, text_encoder=None, precision: str = "fp32", jit: bool = True,
-                 guard: Guard | None = None):
+    def __init__(self, components: Components, text_encoder=None, precision: str = "fp32",
+                 backend: str | None = None, guard: Guard | None = None, onnx_cache: Path | None = None):
         if precision not in ("bf16", "fp32"):
             raise ValueError("precision must be 'bf16' or 'fp32'")
-        self.jit = jit and precision == "fp32"
+        if backend not in (None, *BACKENDS):
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if precision == "bf16":
+            backend = "eager"
+        elif backend is None:
+            backend = "onnx" if onnx_unet.suitable(components.unet) else "jit"
+        self.backend = backend
         self._traced: dict[tuple, torch.jit.ScriptModule] = {}
+        self._onnx: onnx_unet.OnnxUNet | None = None
+        self.onnx_cache = onnx_cache            # exported graphs; None = cache/onnx in the settings' data folder
         self.components = components
         self.unet = components.unet
         self.vae = components.vae
@@ -103,15 +105,22 @@ class TextToImagePipeline:
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One U-Net evaluation: (B, C, h, w) latents at timestep t -> (B, C, h, w) prediction."""
-        if not self.jit:
+        if self.backend == "eager":
             return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        if self.backend == "onnx":
+            if self._onnx is None:
+                from conjure.config import get_settings
+                folder = self.components.folder
+                self._onnx = onnx_unet.OnnxUNet(self.unet, self.components.model_hash if folder else None,
+                                                self.onnx_cache or get_settings().home / "cache" / "onnx")
+            return self._onnx(x, t, states, mask)
         t = torch.as_tensor(t, dtype=torch.float32).reshape(())   # one dtype for every sampler's timesteps
         key = (tuple(x.shape), tuple(states.shape))
         fn = self._traced.get(key)
         if fn is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # TracerWarnings about shape checks baked into the graph
-                fn = torch.jit.freeze(torch.jit.trace(_UNetCall(self.unet).eval(), (x, t, states, mask),
+                fn = torch.jit.freeze(torch.jit.trace(onnx_unet.UNetCall(self.unet).eval(), (x, t, states, mask),
                                                       check_trace=False))
             self._traced[key] = fn
         return fn(x, t, states, mask)
