@@ -1,7 +1,8 @@
 """Development sweep for the safety prompt classifier: train recipe variants in memory and print the share
 blocked of each DEVELOPMENT set (template held-out prohibited and hard benign, fresh benign sets 1 and 2, fresh
-prohibited set 1, the adversarial set, built-in captions outside the train split). It never screens the
-measure-once sets (fresh benign 3, fresh prohibited 2). Each argument is a JSON recipe override; an optional
+prohibited sets 1 and 2, fresh benign set 3 (measured once on policy 2026.3, development since), the
+adversarial set, built-in captions outside the train split). It never screens the measure-once sets
+(fresh benign 4, fresh prohibited 3). Each argument is a JSON recipe override; an optional
 first argument base=JSON overrides the recipe for every variant:
 
     CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py 'base={"builtin_captions": 30000}' \
@@ -41,7 +42,9 @@ def main(argv: list[str]) -> int:
            "template_hard_benign": [ex.prompt for ex in held if ex.kind == "hard_benign"],
            "fresh_benign_1": [ex.prompt for ex in ms["fresh_benign_1"]],
            "fresh_benign_2": [ex.prompt for ex in ms["fresh_benign_2"]],
+           "fresh_benign_3": [ex.prompt for ex in ms["fresh_benign_3"]],
            "fresh_prohibited_1": [ex.prompt for ex in ms["fresh_prohibited"]],
+           "fresh_prohibited_2": [ex.prompt for ex in ms["fresh_prohibited_2"]],
            "adversarial": [ex.prompt for ex in ms["adversarial"]],
            "builtin_unseen": [c for c in ds.builtin_captions(get_settings().data_dir) if c not in seen]}
     encoder = get_text_encoder()

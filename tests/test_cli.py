@@ -298,6 +298,16 @@ def test_train_dry_run_prints_the_resolved_recipe(runner, settings):
     assert runs_after == runs_before                     # a dry run creates no run directory
 
 
+def test_train_precision_override_and_its_bad_values(runner):
+    recipe = str(REPO_ROOT / "recipes" / "conjure-tiny.yaml")
+    result = runner.invoke(app, ["train", recipe, "--dry-run", "--precision", "no"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mixed_precision"] == "no"
+    assert json.loads(runner.invoke(app, ["train", recipe, "--dry-run"]).stdout)["mixed_precision"] == "bf16"
+    bad = runner.invoke(app, ["train", recipe, "--dry-run", "--precision", "fp8"])
+    assert bad.exit_code == 2 and "--precision must be bf16 or no" in bad.stderr
+
+
 def test_train_dry_run_of_the_vae_recipe(runner):
     result = runner.invoke(app, ["train", str(REPO_ROOT / "recipes" / "conjure-tiny-vae.yaml"), "--dry-run"])
     assert result.exit_code == 0

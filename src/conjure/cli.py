@@ -205,16 +205,25 @@ def train(
     images: Annotated[Optional[int], typer.Option(help="Override the recipe's image budget.")] = None,
     export: Annotated[Optional[Path], typer.Option(help="Copy the trained model folder here at the end.")] = None,
     init_from: Annotated[Optional[Path], typer.Option(help="Warm-start a new run from this model folder.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="Override the recipe's mixed precision: bf16 or no (fp32; faster on CPUs without native bf16).")] = None,
 ) -> None:
     """Train a model from a recipe, in a new run directory (or resume one)."""
+    import dataclasses
+
     from conjure.config import get_settings
     from conjure.training.recipe import load_any_recipe, run_recipe
     try:
         rec = load_any_recipe(recipe, images=images)
     except ValueError as e:
         fail(str(e))
+    if precision is not None:
+        if precision not in ("bf16", "no"):
+            fail(f"--precision must be bf16 or no, not {precision!r}")
+        if not hasattr(rec, "mixed_precision"):
+            fail(f"{recipe} has no mixed-precision setting to override")
+        rec = dataclasses.replace(rec, mixed_precision=precision)
     if dry_run:
-        import dataclasses
         typer.echo(json.dumps(dataclasses.asdict(rec), indent=1, default=str))
         return
     settings = get_settings()

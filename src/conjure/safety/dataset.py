@@ -28,7 +28,10 @@ FRESH_BENIGN_PATH = DATA_DIR / "fresh_benign.yaml"          # set 1: read once, 
 FRESH_BENIGN_2_PATH = DATA_DIR / "fresh_benign_2.yaml"      # set 2: measurement only
 FRESH_PROHIBITED_PATH = DATA_DIR / "fresh_prohibited.yaml"  # measurement only (set 1)
 FRESH_BENIGN_3_PATH = DATA_DIR / "fresh_benign_3.yaml"      # set 3: written after the free-written training data,
-FRESH_PROHIBITED_2_PATH = DATA_DIR / "fresh_prohibited_2.yaml"  # measured once on the final model
+FRESH_PROHIBITED_2_PATH = DATA_DIR / "fresh_prohibited_2.yaml"  # measured once on the final model (2026.3);
+                                                            # sets 1-3 and prohibited 1-2 are development sets now
+FRESH_BENIGN_4_PATH = DATA_DIR / "fresh_benign_4.yaml"      # set 4 and prohibited set 3: written after the
+FRESH_PROHIBITED_3_PATH = DATA_DIR / "fresh_prohibited_3.yaml"  # set-F training data, measured once (2026.4)
 FREE_BENIGN_GLOB = "train_benign_free_*.yaml"       # free-written, train only: never measured on
 FREE_PROHIBITED_GLOB = "train_prohibited_free*.yaml"
 DATASET_PATH = DATA_DIR / "dataset.jsonl"
@@ -190,7 +193,9 @@ def measurement_sets() -> dict[str, list[Example]]:
     return {"adversarial": load_adversarial(), "fresh_benign_1": load_fresh_benign(),
             "fresh_benign_2": load_fresh_benign(FRESH_BENIGN_2_PATH), "fresh_prohibited": load_fresh_prohibited(),
             "fresh_benign_3": load_fresh_benign(FRESH_BENIGN_3_PATH),
-            "fresh_prohibited_2": load_fresh_prohibited(FRESH_PROHIBITED_2_PATH)}
+            "fresh_prohibited_2": load_fresh_prohibited(FRESH_PROHIBITED_2_PATH),
+            "fresh_benign_4": load_fresh_benign(FRESH_BENIGN_4_PATH),
+            "fresh_prohibited_3": load_fresh_prohibited(FRESH_PROHIBITED_3_PATH)}
 
 
 def decontaminate(examples: list[Example], vectors: np.ndarray, measured: np.ndarray,

@@ -28,7 +28,7 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
     images_seen = int(state["images_seen"])
     vae_metrics_src = out / "vae-metrics.json"
     vae_metrics = json.loads(vae_metrics_src.read_text()) if vae_metrics_src.is_file() else {}
-    sittings = _sittings(out, log, images_seen)
+    sittings = _sittings(out, log, images_seen, recipe.get("mixed_precision", "bf16"))
     # 1. copy the inference weights (EMA U-Net + VAE + schedule)
     tmp = out.with_name(out.name + ".new")
     if tmp.exists():
@@ -60,7 +60,7 @@ def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
     return out
 
 
-def _sittings(out: Path, log: list[dict], images_seen: int) -> list[dict]:
+def _sittings(out: Path, log: list[dict], images_seen: int, precision: str = "bf16") -> list[dict]:
     """Training history across sittings: the model folder's earlier sittings (a run warm-started with
     --init-from continues them) and this run's, with its wall time and images."""
     old = out / "metrics.json"
@@ -74,7 +74,8 @@ def _sittings(out: Path, log: list[dict], images_seen: int) -> list[dict]:
         sittings = []
     wall_s = max(r["elapsed_s"] for r in log) if log else 0.0
     sittings.append({"images_from": start, "images_to": images_seen, "wall_s": round(wall_s, 1),
-                     "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads"})
+                     "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+                     "precision": "bf16 autocast" if precision == "bf16" else "fp32"})
     return sittings
 
 
@@ -82,7 +83,8 @@ def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metric
     wall_s = sum(s["wall_s"] or 0.0 for s in sittings)
     sitting_rows = "\n".join(
         f"| {i + 1} | {s['images_from']:,} -> {s['images_to']:,} | "
-        f"{'%.2f h' % (s['wall_s'] / 3600) if s['wall_s'] is not None else 'not recorded'} | {s['machine']} |"
+        f"{'%.2f h' % (s['wall_s'] / 3600) if s['wall_s'] is not None else 'not recorded'} | {s['machine']}, "
+        f"{s.get('precision', 'bf16 autocast')} |"
         for i, s in enumerate(sittings))
     vae_line = (f"VAE: {vae_metrics['images_seen']:,} images seen in {vae_metrics['wall_s'] / 60:.1f} minutes; "
                 f"validation L1 {vae_metrics['val_l1']:.4f} (pixels in [-1, 1])." if vae_metrics
@@ -114,7 +116,7 @@ sources is one group, an icon name across sets is one group). Captions come from
 - Recipe: `recipes/{recipe['name']}.yaml` (VAE: `recipes/{recipe['name']}-vae.yaml`); reproduce with `make model`.
 - Images seen: **{images_seen:,}** of the recipe's budget of {recipe['images']:,} (batch {recipe['batch']},
   AdamW lr {recipe['lr']}).
-- Compute: {wall_s / 3600:.2f} hours recorded in all, bf16 autocast, no GPU, in these sittings (each a
+- Compute: {wall_s / 3600:.2f} hours recorded in all, no GPU, in these sittings (each a
   warm start from the previous weights with `conjure train RECIPE --init-from models/{recipe['name']}`):
 
 | sitting | images seen | wall time | machine |
