@@ -58,7 +58,8 @@ def cold_start(model: str, runs: int, backends: tuple[str, ...]) -> tuple[dict[s
     interleaved); peak RSS of those processes; and the first run's time, which starts with no exported ONNX
     graph cached (as after install) and a cold page cache, so it is not counted in the medians."""
     from conjure.config import get_settings
-    for p in (get_settings().home / "cache" / "onnx").glob("unet-*.onnx"):
+    from conjure.pipelines.onnx_unet import cache_dir
+    for p in cache_dir(get_settings().home).glob("unet-*.onnx"):
         p.unlink()
     times: dict[str, list[float]] = {b: [] for b in backends}
     first = 0.0

@@ -15,10 +15,10 @@ def load_pipeline(name: str, precision: str = "fp32", settings=None, responsible
     if entry.kind == "conjure":
         from conjure.pipelines.text_to_image import TextToImagePipeline
         from conjure.config import get_settings
-        home = (settings.home if settings is not None else None)
-        backend = backend or (settings or get_settings()).unet_backend or None
-        pipe = TextToImagePipeline.from_folder(entry.path, precision=precision, backend=backend,
-                                               onnx_cache=home / "cache" / "onnx" if home else None)
+        from conjure.pipelines.onnx_unet import cache_dir
+        s = settings or get_settings()
+        pipe = TextToImagePipeline.from_folder(entry.path, precision=precision, backend=backend or s.unet_backend or None,
+                                               onnx_cache=cache_dir(s.home))
         if responsible:
             pipe.guard = Guard(encoder=pipe.text_encoder)
         return pipe

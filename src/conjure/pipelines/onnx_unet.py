@@ -42,6 +42,11 @@ class UNetCall(torch.nn.Module):
         return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask, return_dict=False)[0]
 
 
+def cache_dir(home: Path) -> Path:
+    """Where exported graphs live under a conjure data folder."""
+    return Path(home) / "cache" / "onnx"
+
+
 def available() -> bool:
     """Whether the exporter (`onnx`) and the runtime (`onnxruntime`) both import."""
     try:

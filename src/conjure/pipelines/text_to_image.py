@@ -110,9 +110,8 @@ class TextToImagePipeline:
         if self.backend == "onnx":
             if self._onnx is None:
                 from conjure.config import get_settings
-                folder = self.components.folder
-                self._onnx = onnx_unet.OnnxUNet(self.unet, self.components.model_hash if folder else None,
-                                                self.onnx_cache or get_settings().home / "cache" / "onnx")
+                self._onnx = onnx_unet.OnnxUNet(self.unet, self.components.model_hash,   # "unsaved": not cached
+                                                self.onnx_cache or onnx_unet.cache_dir(get_settings().home))
             return self._onnx(x, t, states, mask)
         t = torch.as_tensor(t, dtype=torch.float32).reshape(())   # one dtype for every sampler's timesteps
         key = (tuple(x.shape), tuple(states.shape))
