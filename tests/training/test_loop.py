@@ -98,7 +98,11 @@ def test_validation_loss_is_deterministic(tiny_data, tiny_model_dir):
     a = validation_loss(c, list(tiny_data.sources), split="train", limit=8, batch=4)
     b = validation_loss(c, list(tiny_data.sources), split="train", limit=8, batch=4)
     assert a == b and a["n_items"] == 8 and len(a["loss_by_t"]) == len(TIMESTEPS)
-    assert 0 < a["loss"] < 100
+    assert 0 < a["loss"] < 100 and a["precision"] == "fp32"
+    bf = validation_loss(c, list(tiny_data.sources), split="train", limit=8, batch=4, precision="bf16")
+    assert bf["precision"] == "bf16" and abs(bf["loss"] - a["loss"]) < 0.1 * a["loss"]   # same objective
+    with pytest.raises(ValueError, match="precision"):
+        validation_loss(c, list(tiny_data.sources), split="train", limit=8, precision="fp16")
 
 
 def test_finish_model_writes_a_model_card(tiny_data, tiny_vae_dir, tmp_path):

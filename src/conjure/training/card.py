@@ -127,7 +127,8 @@ sources is one group, an icon name across sets is one group). Captions come from
 
 ## Measured
 - Training loss (mean of the last 50 logged steps): {train_loss:.4f}.
-- Validation diffusion loss ({val['n_items']} validation items, fixed noise, 10 fixed timesteps):
+- Validation diffusion loss ({val['n_items']} validation items, fixed noise, 10 fixed timesteps,
+  {val.get('precision', 'bf16')}):
   **{val['loss']:.4f}** ({by_t}).
 - Sample grid for the fixed prompt list `{recipe['sample_prompts']}` (committed before training; seed 0,
   20 DPM++ 2M steps, guidance 5, 64x64): `samples.png`.
