@@ -1,4 +1,6 @@
-"""Contract shared by every sampler: built from the model's own schedule, same call signature."""
+"""Contract shared by every sampler: built from the model's own schedule, same call signature, both for
+conjure's own samplers (`make_sampler`) and diffusers' (`make_diffusers_scheduler`, for diffusers folders).
+That the two give the same numbers is tests/diffusion/test_solvers.py's job."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import json
 import pytest
 import torch
 
-from conjure.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+from conjure.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS, make_diffusers_scheduler, make_sampler
 from conjure.diffusion.schedule import training_scheduler
+
+BUILDERS = {"conjure": make_sampler, "diffusers": make_diffusers_scheduler}
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +21,13 @@ def model_config() -> dict:
     return dict(training_scheduler().config)
 
 
+@pytest.mark.parametrize("builder", list(BUILDERS))
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_sampler_is_built_on_the_model_schedule(name, model_config):
+def test_sampler_is_built_on_the_model_schedule(name, builder, model_config):
     cls, overrides = SAMPLERS[name]
-    sched = make_sampler(name, model_config)
-    assert type(sched) is cls
+    sched = BUILDERS[builder](name, model_config)
+    assert (type(sched).__name__ == cls) == (builder == "diffusers")
+    assert type(sched).__module__.startswith("conjure." if builder == "conjure" else "diffusers.")
     for key in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type"):
         assert sched.config[key] == model_config[key], key
     for key, value in overrides.items():
@@ -32,10 +38,11 @@ def test_sampler_is_built_on_the_model_schedule(name, model_config):
     assert (ts[:-1] >= ts[1:]).all() and 0 <= ts.min() and ts.max() <= 999
 
 
+@pytest.mark.parametrize("builder", list(BUILDERS))
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_every_sampler_steps_with_the_same_call(name, model_config):
+def test_every_sampler_steps_with_the_same_call(name, builder, model_config):
     """What the pipeline does for every sampler: scale, step with a generator list, end finite."""
-    sched = make_sampler(name, model_config)
+    sched = BUILDERS[builder](name, model_config)
     sched.set_timesteps(4)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * sched.init_noise_sigma
@@ -48,25 +55,27 @@ def test_every_sampler_steps_with_the_same_call(name, model_config):
     assert x.shape == (2, 4, 8, 8) and torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize("builder", list(BUILDERS))
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_sampler_accepts_the_saved_json_config(name, tmp_path, model_config):
+def test_sampler_accepts_the_saved_json_config(name, builder, tmp_path, model_config):
     """A model folder stores the schedule with diffusers' private keys; those must be ignored."""
     saved = {**model_config, "_class_name": "DDPMScheduler", "_diffusers_version": "0.0.0"}
     (tmp_path / "scheduler_config.json").write_text(json.dumps(saved))
-    sched = make_sampler(name, json.loads((tmp_path / "scheduler_config.json").read_text()))
-    assert type(sched) is SAMPLERS[name][0]
+    sched = BUILDERS[builder](name, json.loads((tmp_path / "scheduler_config.json").read_text()))
     assert sched.config.prediction_type == "v_prediction"
 
 
-def test_dpm_solver_clips_lambda_on_a_cosine_schedule(model_config):
+@pytest.mark.parametrize("builder", list(BUILDERS))
+def test_dpm_solver_clips_lambda_on_a_cosine_schedule(builder, model_config):
     cosine = {**model_config, "beta_schedule": "squaredcos_cap_v2"}
-    assert make_sampler("dpmpp_2m", cosine).config.lambda_min_clipped == -5.1
-    assert make_sampler("dpmpp_2m", model_config).config.lambda_min_clipped != -5.1
+    assert BUILDERS[builder]("dpmpp_2m", cosine).config.lambda_min_clipped == -5.1
+    assert BUILDERS[builder]("dpmpp_2m", model_config).config.lambda_min_clipped != -5.1
 
 
-def test_unknown_sampler_lists_the_choices(model_config):
+@pytest.mark.parametrize("builder", list(BUILDERS))
+def test_unknown_sampler_lists_the_choices(builder, model_config):
     with pytest.raises(ValueError) as e:
-        make_sampler("plms", model_config)
+        BUILDERS[builder]("plms", model_config)
     assert "unknown scheduler 'plms'" in str(e.value)
     assert all(name in str(e.value) for name in SAMPLERS)
 

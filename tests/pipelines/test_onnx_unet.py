@@ -63,15 +63,52 @@ def test_the_prediction_matches_eager_to_float_rounding(tiny_model_dir, tmp_path
 def test_the_graph_is_exported_once_and_reused_by_a_later_pipeline(tiny_model_dir, tmp_path, monkeypatch):
     p1 = TextToImagePipeline.from_folder(tiny_model_dir, onnx_cache=tmp_path)
     first = _pixels(p1(_req()))
-    graphs = list(tmp_path.glob("unet-*.onnx"))
-    assert len(graphs) == 1 and p1.components.model_hash in graphs[0].name
+    for kind in ("unet", "vae-decoder"):
+        graphs = list(tmp_path.glob(f"{kind}-*.onnx"))
+        assert len(graphs) == 1 and p1.components.model_hash in graphs[0].name
     assert not list(tmp_path.glob("*.part"))                          # written atomically, nothing left over
 
     def no_export(self, example):
         raise AssertionError("exported again although the graph is cached")
-    monkeypatch.setattr(onnx_unet.OnnxUNet, "_export", no_export)
+    monkeypatch.setattr(onnx_unet.OnnxGraph, "_export", no_export)
     p2 = TextToImagePipeline.from_folder(tiny_model_dir, onnx_cache=tmp_path)
     assert np.array_equal(first, _pixels(p2(_req())))
+    # with both graphs cached, the torch modules are never built (so diffusers is never needed)
+    assert not p2.components.loaded("unet") and not p2.components.loaded("vae")
+
+
+def test_lazy_components_build_modules_on_first_use_and_read_facts_without_them(tiny_model_dir):
+    lazy = load_components(tiny_model_dir, lazy=True)
+    assert not lazy.loaded("unet") and not lazy.loaded("vae")
+    count, dtype, device = lazy.unet_facts()                          # from the weight file's header
+    assert lazy.vae_config["latent_channels"] == 4 and not lazy.loaded("vae")
+    assert not lazy.loaded("unet")
+    assert count == sum(q.numel() for q in lazy.unet.parameters()) and lazy.loaded("unet")
+    assert (dtype, device) == (torch.float32, "cpu") and lazy.unet_facts()[0] == count
+    assert lazy.vae_config["scaling_factor"] == load_components(tiny_model_dir).vae.config.scaling_factor
+
+
+def test_the_decoder_graph_matches_the_vae(tiny_model_dir, tmp_path):
+    c = load_components(tiny_model_dir)
+    z = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = c.vae.decode(z).sample
+    got = onnx_unet.OnnxDecoder(c.vae, c.model_hash, tmp_path)(z)
+    assert got.shape == ref.shape == (3, 3, 64, 64) and torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_memory_estimate_counts_built_modules_and_open_graphs(tiny_model_dir, tmp_path):
+    from conjure.service.worker import module_bytes
+    pipe = TextToImagePipeline.from_folder(tiny_model_dir, onnx_cache=tmp_path)
+    weights = 4 * sum(q.numel() for name in ("unet", "vae") for q in getattr(load_components(tiny_model_dir), name)
+                      .parameters())
+    assert module_bytes(pipe) == weights                              # nothing built yet: the fp32 weights
+    assert not pipe.components.loaded("unet")
+    pipe(_req())
+    graphs = sum(f.stat().st_size for f in tmp_path.glob("*.onnx"))
+    built = sum(t.numel() * t.element_size() for name in ("unet", "vae") if pipe.components.loaded(name)
+                for t in getattr(pipe.components, name).parameters())
+    assert module_bytes(pipe) >= graphs > 0 and module_bytes(pipe) >= built
 
 
 def test_a_model_held_only_in_memory_is_never_cached_on_disk(tiny_model_dir, tmp_path):
@@ -89,3 +126,27 @@ def test_the_backend_setting_reaches_load_pipeline(settings):
     assert load_pipeline("conjure-tiny", settings=forced, responsible=False).backend == "jit"
     assert load_pipeline("conjure-tiny", settings=forced, responsible=False, backend="eager").backend == "eager"
     assert load_pipeline("conjure-tiny", settings=settings, responsible=False).backend == "onnx"
+
+
+def test_a_process_with_cached_graphs_imports_neither_diffusers_nor_transformers(tmp_path):
+    """The cold-start path: once the graphs are exported, generation (screening, sampling, decoding, stamping)
+    needs only torch, ONNX Runtime and tokenizers."""
+    import json
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from conjure.pipelines import load_pipeline\n"
+        "from conjure.pipelines.request import GenerationRequest\n"
+        "pipe = load_pipeline('conjure-tiny')\n"
+        "r = pipe(GenerationRequest('a red apple', steps=2, size=64, seed=3))\n"
+        "assert len(r.images) == 1\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'diffusers', 'transformers'}))\n")
+    env = {**os.environ, "CONJURE_HOME": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    first, second = (json.loads(r.stdout.strip().splitlines()[-1].replace("'", '"')) for r in runs)
+    assert first == ["diffusers", "transformers"]           # the first process exports the graphs
+    assert second == []

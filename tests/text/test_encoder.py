@@ -62,3 +62,43 @@ def test_encoding_is_deterministic_and_independent_of_the_batch(encoder):
     assert torch.equal(a, b) and torch.equal(ma, mb)
     single, _ = encoder.encode(PROMPTS[1:2], max_tokens=16)
     torch.testing.assert_close(single[0], a[1], atol=1e-5, rtol=1e-5)
+
+
+# The ONNX Runtime backend against transformers: same tokens, same states to float rounding.
+TRICKY = ["", "a red apple", "Ünïcödé café — naïve résumé", "emoji 🍎 and 漢字", "UPPER case, punctuation!?",
+          "apple " * 40, "a\ttab and\nnewline", "don't stop-believing: 3.5 stars"]
+
+
+@pytest.mark.parametrize("max_tokens", [2, 16, MAX_TOKENS, 128])
+def test_the_tokenizer_matches_transformers(max_tokens):
+    from transformers import AutoTokenizer
+    from conjure.text.encoder import Tokenizer
+    ref = AutoTokenizer.from_pretrained(model_path(), local_files_only=True)
+    ours = Tokenizer(model_path())
+    for pad in ("max_length", "longest"):
+        ids, mask = ours(TRICKY, max_tokens, pad=pad)
+        want = ref(TRICKY, padding=pad, truncation=True, max_length=max_tokens, return_tensors="pt")
+        assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+    assert [len(r) for r in ours.ids(TRICKY)] == [len(ref(p, truncation=False)["input_ids"]) for p in TRICKY]
+
+
+def test_the_onnx_backend_matches_transformers_and_is_cached(tmp_path, monkeypatch):
+    from conjure.nn.onnx import OnnxGraph
+    from conjure.text.encoder import TextEncoder
+    onnx = TextEncoder(backend="onnx", onnx_cache=tmp_path)
+    torch_ = TextEncoder(backend="torch")
+    assert onnx.backend == "onnx" and torch_.backend == "torch"
+    a, ma = onnx.encode(TRICKY, max_tokens=MAX_TOKENS)
+    b, mb = torch_.encode(TRICKY, max_tokens=MAX_TOKENS)
+    assert torch.equal(ma, mb) and torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(onnx.pooled(TRICKY), torch_.pooled(TRICKY), atol=1e-5, rtol=1e-5)
+    assert len(list(tmp_path.glob("minilm-*.onnx"))) == 1            # one graph: batch and tokens are free
+
+    def no_export(self, example):
+        raise AssertionError("exported again although the graph is cached")
+    monkeypatch.setattr(OnnxGraph, "_export", no_export)
+    later = TextEncoder(backend="onnx", onnx_cache=tmp_path)
+    torch.testing.assert_close(later.encode(TRICKY[:3], max_tokens=16)[0], onnx.encode(TRICKY[:3], max_tokens=16)[0])
+    assert later._model is None                                       # transformers' model never built
+    with pytest.raises(ValueError, match="backend must be one of onnx, torch"):
+        TextEncoder(backend="tensorrt")

@@ -28,12 +28,7 @@ def text_vectors(captions: list[str], cache_dir: Path | None = None, batch: int 
     vectors = torch.zeros(len(captions), 384)
     for i in range(0, len(order), batch):
         idx = order[i:i + batch]
-        # pad to the batch's longest caption only: the masked mean is the same, the cost is far lower
-        tok = enc.tokenizer([captions[j] for j in idx], padding=True, truncation=True, max_length=TEXT_TOKENS,
-                            return_tensors="pt").to(enc.device)
-        states = enc.model(**tok).last_hidden_state                                # (B, T, 384)
-        m = tok["attention_mask"].unsqueeze(-1).to(states.dtype)                   # (B, T, 1)
-        vectors[idx] = torch.nn.functional.normalize((states * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+        vectors[idx] = enc.pooled([captions[j] for j in idx], max_tokens=TEXT_TOKENS)   # padded to the longest
     if path is not None:
         from safetensors.torch import save_file
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conjure.config import offline_environment
-from conjure.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
+from conjure.diffusion.samplers import DEFAULT_SAMPLER, make_diffusers_scheduler
 from conjure.pipelines.components import model_hash
 from conjure.pipelines.product import Guard, Job
 from conjure.pipelines.request import GenerationRequest, check_request
@@ -61,7 +61,7 @@ class DiffusersFolderPipeline:
         if self.guard is not None:
             req, prompt_verdict = self.guard.screen_prompt(req)
         # 3. the sampler, on the folder's own noise schedule
-        self.pipe.scheduler = make_sampler(req.scheduler, self.pipe.scheduler.config)
+        self.pipe.scheduler = make_diffusers_scheduler(req.scheduler, self.pipe.scheduler.config)
         gens = [torch.Generator().manual_seed(req.seed + i) for i in range(req.n)]
         kw = dict(prompt=req.prompt, negative_prompt=req.negative_prompt or None, num_inference_steps=req.steps,
                   guidance_scale=req.guidance, generator=gens, num_images_per_prompt=req.n)

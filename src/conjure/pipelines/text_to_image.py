@@ -70,14 +70,13 @@ class TextToImagePipeline:
         if precision == "bf16":
             backend = "eager"
         elif backend is None:
-            backend = "onnx" if onnx_unet.suitable(components.unet) else "jit"
+            backend = "onnx" if onnx_unet.suitable(facts=components.unet_facts()) else "jit"
         self.backend = backend
         self._traced: dict[tuple, torch.jit.ScriptModule] = {}
         self._onnx: onnx_unet.OnnxUNet | None = None
+        self._onnx_decoder: onnx_unet.OnnxDecoder | None = None
         self.onnx_cache = onnx_cache            # exported graphs; None = cache/onnx in the settings' data folder
         self.components = components
-        self.unet = components.unet
-        self.vae = components.vae
         self.spec = components.spec
         self.precision = precision
         if text_encoder is None:
@@ -86,9 +85,18 @@ class TextToImagePipeline:
         self.text_encoder = text_encoder
         self.guard = guard                  # safety and provenance; None = raw images, nothing recorded
 
+    @property
+    def unet(self):
+        return self.components.unet
+
+    @property
+    def vae(self):
+        return self.components.vae
+
     @classmethod
     def from_folder(cls, folder: Path, **kw) -> "TextToImagePipeline":
-        return cls(load_components(folder), **kw)
+        """The pipeline of a model folder; its torch modules are built on first use (see Components)."""
+        return cls(load_components(folder, lazy=True), **kw)
 
     def resolve(self, req: GenerationRequest) -> GenerationRequest:
         """Fill the model's defaults into unset fields."""
@@ -109,9 +117,8 @@ class TextToImagePipeline:
             return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
         if self.backend == "onnx":
             if self._onnx is None:
-                from conjure.config import get_settings
-                self._onnx = onnx_unet.OnnxUNet(self.unet, self.components.model_hash,   # "unsaved": not cached
-                                                self.onnx_cache or onnx_unet.cache_dir(get_settings().home))
+                self._onnx = onnx_unet.OnnxUNet(lambda: self.components.unet, self.components.model_hash,
+                                                self._onnx_dir())   # model hash "unsaved": never cached
             return self._onnx(x, t, states, mask)
         t = torch.as_tensor(t, dtype=torch.float32).reshape(())   # one dtype for every sampler's timesteps
         key = (tuple(x.shape), tuple(states.shape))
@@ -123,6 +130,39 @@ class TextToImagePipeline:
                                                       check_trace=False))
             self._traced[key] = fn
         return fn(x, t, states, mask)
+
+    def memory_bytes(self) -> int:
+        """Estimated memory it holds: parameters and buffers of the built torch modules plus each open ONNX
+        Runtime session's graph (its weights), and at least the U-Net's and VAE's weights at the working
+        precision, which the first request will hold in one form or the other (modules are built and graphs
+        opened lazily). The text encoder, shared by every pipeline, is not counted."""
+        expected = sum(self.components.parameter_count(n) for n in ("unet", "vae")) * \
+            torch.finfo(self.components.dtype).bits // 8
+        total = 0
+        for name in ("unet", "vae"):
+            if self.components.loaded(name):
+                m = getattr(self.components, name)
+                total += sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
+        for graph in (self._onnx, self._onnx_decoder):
+            total += graph.nbytes() if graph is not None else 0
+        return max(total, expected)
+
+    def _onnx_dir(self) -> Path:
+        if self.onnx_cache is None:
+            from conjure.config import get_settings
+            self.onnx_cache = onnx_unet.cache_dir(get_settings().home)
+        return self.onnx_cache
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scaled latents -> (B, 3, H, W) fp32 pixels in about [-1, 1]."""
+        z = latents / self.components.vae_config["scaling_factor"]
+        if self.backend == "onnx":
+            if self._onnx_decoder is None:
+                self._onnx_decoder = onnx_unet.OnnxDecoder(lambda: self.components.vae, self.components.model_hash,
+                                                           self._onnx_dir())
+            return self._onnx_decoder(z)
+        with self._autocast():
+            return self.vae.decode(z).sample.float()
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -140,7 +180,7 @@ class TextToImagePipeline:
         # 1. check inputs
         req = self.check(req)
         n, base = req.n, self.spec.base_size
-        sf = self.vae.config.scaling_factor
+        sf = self.components.vae_config["scaling_factor"]
         job = job or Job()
         # 2. screen the prompt (safety): a refused prompt stops here with its verdict
         prompt_verdict, ts = None, time.perf_counter()
@@ -169,7 +209,7 @@ class TextToImagePipeline:
         # 5. initial latents: image i draws its noise from seed + i alone
         gens = [torch.Generator().manual_seed(req.seed + i) for i in range(n)]
         h = base // 4
-        noise = torch.cat([torch.randn((1, self.vae.config.latent_channels, h, h), generator=g) for g in gens])
+        noise = torch.cat([torch.randn((1, self.components.vae_config["latent_channels"], h, h), generator=g) for g in gens])
         init_latents = blend = None
         if req.init_image is not None:
             x = to_latent_input(req.init_image, base)
@@ -201,8 +241,7 @@ class TextToImagePipeline:
         timings["sample"] = time.perf_counter() - t1
         # 7. decode to pixels
         t2 = time.perf_counter()
-        with self._autocast():
-            pixels = self.vae.decode(latents / sf).sample.float()                           # (n, 3, H, W)
+        pixels = self.decode(latents)                                                    # (n, 3, H, W)
         arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         timings["decode"] = time.perf_counter() - t2
         # 8. upsample to the delivered size
@@ -284,7 +323,7 @@ class TextToImagePipeline:
         # 5. initial latents: image i of request r draws its noise from seed_r + i alone
         gens = [torch.Generator().manual_seed(reqs[r].seed + i) for r in live for i in range(reqs[r].n)]
         h = self.spec.base_size // 4
-        noise = torch.cat([torch.randn((1, self.vae.config.latent_channels, h, h), generator=g) for g in gens])
+        noise = torch.cat([torch.randn((1, self.components.vae_config["latent_channels"], h, h), generator=g) for g in gens])
         latents = noise * sched.init_noise_sigma                                         # (B, C, h, w)
         # 6. denoise all samples together; per-sample guidance; a request whose progress raises leaves
         total = len(sched.timesteps)
@@ -312,8 +351,7 @@ class TextToImagePipeline:
         sample_s = time.perf_counter() - t1
         # 7. decode to pixels, the whole batch at once
         t2 = time.perf_counter()
-        with self._autocast():
-            pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()   # (B, 3, H, W)
+        pixels = self.decode(latents)                                                    # (B, 3, H, W)
         arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         decode_s = time.perf_counter() - t2
         # 8-9. per request: upsample, then screen, watermark, sign (and audit) with its own job

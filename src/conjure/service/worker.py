@@ -84,9 +84,12 @@ class JobOutputs:
 
 
 def module_bytes(pipe) -> int:
-    """A pipeline's memory estimate: the parameters and buffers of the torch modules it holds (the text encoder
-    that every conjure pipeline shares is not counted: evicting a pipeline does not free it)."""
+    """A pipeline's memory estimate: its own `memory_bytes()` where it has one (conjure pipelines: built torch
+    modules and ONNX Runtime graphs), else the parameters and buffers of the torch modules it holds (the text
+    encoder that every conjure pipeline shares is not counted: evicting a pipeline does not free it)."""
     import torch
+    if hasattr(pipe, "memory_bytes"):
+        return pipe.memory_bytes()
     seen, total = set(), 0
     parts = list(vars(pipe).values()) + list(getattr(pipe, "components", {}).values()
                                              if isinstance(getattr(pipe, "components", None), dict) else [])
@@ -166,7 +169,7 @@ def run_job(spec: dict, inputs: dict[str, Image.Image], models: ModelCache,
     # 2. generate, with progress and (conjure models) decoded step previews; the pipeline screens the
     #    prompt and every image, and stamps each file (watermark, parameters chunk, C2PA)
     kw = {"progress": progress, "job": PipelineJob(job_id or uuid.uuid4().hex, user)}
-    if preview is not None and hasattr(pipe, "vae") and hasattr(pipe, "spec"):
+    if preview is not None and hasattr(pipe, "decode") and hasattr(pipe, "spec"):
         kw["on_latents"] = lambda step, latents: preview(step, _decode_preview(pipe, latents))
     try:
         result = pipe(req, **kw)
@@ -227,7 +230,7 @@ def _decode_previews(pipe, latents: list) -> list[Image.Image]:
     import torch
     with torch.inference_mode():
         first = torch.cat([x[:1] for x in latents])                                      # (k, C, h, w)
-        x = pipe.vae.decode(first / pipe.vae.config.scaling_factor).sample.float()       # (k, 3, H, W)
+        x = pipe.decode(first)                                                           # (k, 3, H, W)
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     images = []
     for a in arr:
