@@ -98,3 +98,27 @@ def test_evaluate_writes_both_baselines(tiny_data, tiny_model_dir, tmp_path, mon
     assert ret["n_train"] > 0 and set(ret["clip_r1"]) == set(m["clip_r1_generated"])
     assert set(ret["class_accuracy"]) <= set(m["class_accuracy"]) and "source" in ret["class_accuracy"]
     assert "## Memorisation" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow   # generates 8 images with a tiny random model and loads both evaluation networks
+def test_evaluate_on_an_invocab_suite_measures_real_training_images_of_the_same_concepts(
+        tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    from conjure.evaluation import report
+    from conjure.pipelines.registry import add_model
+    add_model(tiny_model_dir, "invocab-tiny")
+    monkeypatch.setattr(report, "SUITES_DIR", tmp_path / "suites")
+    (tmp_path / "suites").mkdir()
+    pairs = [{**c, "prompt": f"picture of {c['caption']}"}
+             for c in report.draw_training_concepts(list(tiny_data.sources), per_source=3)]
+    rewordings = tmp_path / "rewordings.jsonl"
+    rewordings.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    report.write_invocab_suite(tmp_path / "suites" / "inv.jsonl", rewordings)
+    m = report.evaluate("invocab-tiny", "inv", 8, tmp_path / "out", steps=2)
+    assert m["clip_r1_real_split"] == "train" and m["n_samples"] == sum(m["per_source"].values())
+    assert {v["n"] for v in m["clip_r1_real"].values()} == {3}        # one real image per suite prompt
+    drawn = {s for s, k in m["per_source"].items() if k}
+    assert set(m["class_accuracy_by_source"]) == drawn
+    assert set(m["class_prompt_accuracy"]) <= drawn and len(m["class_prompt_accuracy"]) >= 2
+    assert all(0.0 <= v <= 1.0 for v in m["class_prompt_accuracy"].values())
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "real training images" in text and "## Class-prompt accuracy per source" in text

@@ -1,8 +1,10 @@
 """`conjure evaluate MODEL`: generate a prompt suite's images and write a report folder (metrics.json,
 report.md, samples.png) with every number beside its real-data floor.
 
-Prompt suites are JSON-lines data files under conjure/evaluation/suites/ ({"prompt", "source", "labels"});
-the held-out suite holds canonical captions of test-split items only (concepts never trained on).
+Prompt suites are JSON-lines data files under conjure/evaluation/suites/ ({"prompt", "source", "labels",
+"split", and "caption" where the prompt rewords a canonical caption}): the held-out suite holds canonical
+captions of test-split items only (concepts never trained on); the in-vocabulary suite holds training concepts
+under reworded captions.
 """
 
 from __future__ import annotations
@@ -42,6 +44,42 @@ def write_heldout_suite(sources: list[str] = MODEL_SOURCES, per_source: int = 10
             rows.append({"prompt": c, "source": s, "labels": first[c]["labels"], "split": "test"})
     path = path or SUITES_DIR / "heldout.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def draw_training_concepts(sources: list[str] = MODEL_SOURCES, per_source: int = 100, seed: int = 1) -> list[dict]:
+    """`per_source` distinct canonical captions of training-split items per source ({"source", "caption"}):
+    the concepts of the in-vocabulary suite, which a person then rewords (suites/invocab_rewordings.jsonl)."""
+    from conjure.data import load_source
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in sources:
+        caps = sorted({r["captions"][0] for r in load_source(s, "train").records})
+        out += [{"source": s, "caption": c}
+                for c in sorted(rng.choice(caps, min(per_source, len(caps)), replace=False).tolist())]
+    return out
+
+
+def write_invocab_suite(path: Path | None = None, rewordings: Path | None = None) -> Path:
+    """suites/invocab.jsonl: training concepts under hand-reworded captions ("pizza slice" for "slice of
+    pizza"), each row with its canonical caption and labels, so the model is asked for what it learned in words
+    it did not see."""
+    from conjure.data import load_source
+    pairs = [json.loads(line) for line in (rewordings or SUITES_DIR / "invocab_rewordings.jsonl").read_text()
+             .splitlines() if line.strip()]
+    records = {}
+    for s in sorted({p["source"] for p in pairs}):
+        for r in load_source(s, "train").records:
+            records.setdefault((s, r["captions"][0]), r)
+    rows = []
+    for p in pairs:
+        rec = records.get((p["source"], p["caption"]))
+        if rec is None:
+            raise ValueError(f"'{p['caption']}' is not a training caption of {p['source']}")
+        rows.append({"prompt": p["prompt"], "caption": p["caption"], "source": p["source"],
+                     "labels": rec["labels"], "split": "train"})
+    path = path or SUITES_DIR / "invocab.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -102,50 +140,102 @@ def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str],
     return out
 
 
+# the classifier head that checks a class prompt of each source: the most specific class every prompt of the
+# source carries (lucide and bootstrap carry no category, so their check is that the image reads as that icon set)
+CLASS_HEADS = {"noto": "emoji_category", "twemoji": "emoji_category", "mdi": "mdi_category",
+               "tabler": "tabler_category", "lucide": "source", "bootstrap": "source", "fashion_mnist": "fashion_class"}
+
+
+def suite_rows(rows: list[dict], counts: dict[str, int], seed: int = 0) -> list[dict]:
+    """counts[s] prompts of each source (its prompts shuffled, repeated with new seeds when it has fewer), in
+    the interleaved order, so that any prefix covers every source."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for s, k in sorted(counts.items()):
+        mine = [r for r in rows if r["source"] == s]
+        order = [mine[i] for i in rng.permutation(len(mine))]
+        picked += [order[i % len(order)] for i in range(k)]
+    return interleave(picked, seed)
+
+
+def class_accuracy_by_source(net, images: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
+    """Per source: the accuracy of every classifier head that applies to its images."""
+    from conjure.evaluation.data import label_tensor
+    from conjure.evaluation.metrics import class_accuracy
+    out = {}
+    for s in sorted({r["source"] for r in records}):
+        idx = [i for i, r in enumerate(records) if r["source"] == s]
+        out[s] = class_accuracy(net, images[idx], label_tensor([records[i] for i in idx], net.config.heads))
+    return out
+
+
+def class_prompt_accuracy(by_source: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per source, the accuracy of its class head (CLASS_HEADS)."""
+    return {s: v[CLASS_HEADS[s]] for s, v in by_source.items() if CLASS_HEADS.get(s) in v}
+
+
 def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = None, seed: int = 0) -> dict:
-    """Generate n images over the suite's prompts and measure them against the test split with a floor."""
+    """Generate up to n images over the suite's prompts and measure them against real images with a floor.
+
+    The per-source counts follow the real reference (conjure.evaluation.metrics.reference_pair), so that
+    generated and real sets mix the sources alike."""
     from conjure.data.show import save_contact_sheet
     from conjure.evaluation.data import label_tensor, load_image_set
-    from conjure.evaluation.metrics import class_accuracy, image_set_metrics, load_feature_net, reference_sets
+    from conjure.evaluation.metrics import class_accuracy, image_set_metrics, load_feature_net, reference_pair
     from conjure.models.clip import ClipModel
     from conjure.config import BUILTIN_MODELS_DIR
     torch.set_num_threads(1)
-    rows = interleave(read_suite(suite), seed)
-    rows = [rows[i % len(rows)] for i in range(n)]
+    all_rows = read_suite(suite)
+    suite_sources = sorted({r["source"] for r in all_rows})
+    refs = reference_pair(suite_sources, n, seed)
+    rows = suite_rows(all_rows, refs.counts, seed)
     prompts, sources = [r["prompt"] for r in rows], [r["source"] for r in rows]
-    suite_sources = sorted(set(sources))
     # 1. generate (timed separately from the metrics)
     t0 = time.time()
     fake, model_hash = generate(model, prompts, seed, steps)
     gen_seconds = time.time() - t0
-    # 2. image-set metrics against the test split, and the floor: validation against test at equal n
+    # 2. image-set metrics against the real reference, and the floor: other real images against the same
     t1 = time.time()
     net = load_feature_net()
-    test, val, _, val_rec = reference_sets(suite_sources, n, seed)
-    m = len(test)
-    metrics = {"model": model, "model_hash": model_hash, "suite": suite, "n_samples": n, "seed": seed, "steps": steps,
-               "generation_seconds": round(gen_seconds, 1)}
-    metrics["generated"] = image_set_metrics(net, test, fake[:m])   # the same n as the floor
-    metrics["floor"] = image_set_metrics(net, test, val)
-    # 3. class accuracy of generated images for the labels their prompts carry, beside real validation images
+    metrics = {"model": model, "model_hash": model_hash, "suite": suite, "n_samples": len(rows), "seed": seed,
+               "steps": steps, "generation_seconds": round(gen_seconds, 1), "per_source": refs.counts,
+               "reference": refs.reference_name, "floor_images": refs.floor_name}
+    metrics["generated"] = image_set_metrics(net, refs.reference, fake)
+    metrics["floor"] = image_set_metrics(net, refs.reference, refs.floor)
+    # 3. class accuracy of generated images for the labels their prompts carry, beside real unseen images
     records = [{"source": s, "labels": r["labels"]} for s, r in zip(sources, rows)]
     metrics["class_accuracy"] = class_accuracy(net, fake, label_tensor(records, net.config.heads))
-    metrics["class_accuracy_real"] = class_accuracy(net, val, label_tensor(val_rec, net.config.heads))
-    # 4. CLIP R@1 among 100 distinct captions of the same source, generated and real (test images)
+    metrics["class_accuracy_real"] = class_accuracy(net, refs.floor, label_tensor(refs.floor_records,
+                                                                                   net.config.heads))
+    metrics["class_accuracy_by_source"] = class_accuracy_by_source(net, fake, records)
+    metrics["class_prompt_accuracy"] = class_prompt_accuracy(metrics["class_accuracy_by_source"])
+    metrics["class_prompt_accuracy_real"] = class_prompt_accuracy(
+        class_accuracy_by_source(net, refs.floor, refs.floor_records))
+    # 4. CLIP R@1 among 100 distinct captions of the same source, generated and real images of the same
+    #    concepts (the suite's split: test concepts for the held-out suite, training concepts in-vocabulary)
     clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
     pool: dict[str, list[str]] = {}
-    for r in read_suite(suite):
+    for r in all_rows:
         pool.setdefault(r["source"], []).append(r["prompt"])
     metrics["clip_r1_generated"] = _clip_r1(clip, fake, prompts, sources, pool, seed)
-    real = load_image_set(suite_sources, "test")
+    split = all_rows[0].get("split", "test")
+    real = load_image_set(suite_sources, split)
     by_caption = {}
     for i, r in enumerate(real.records):
-        by_caption.setdefault(r["captions"][0], i)
-    have = [i for i, p in enumerate(prompts) if p in by_caption]
-    metrics["clip_r1_real"] = _clip_r1(clip, real.images[[by_caption[prompts[i]] for i in have]],
-                                       [prompts[i] for i in have], [sources[i] for i in have], pool, seed)
+        by_caption.setdefault((r["source"], r["captions"][0]), i)
+    seen, have = set(), []
+    for r in all_rows:                       # one real image per suite prompt
+        key = (r["source"], r.get("caption", r["prompt"]))
+        if key in by_caption and key not in seen:
+            seen.add(key)
+            have.append((by_caption[key], r))
+    metrics["clip_r1_real"] = _clip_r1(clip, real.images[[i for i, _ in have]], [r["prompt"] for _, r in have],
+                                       [r["source"] for _, r in have], pool, seed)
+    metrics["clip_r1_real_split"] = split
     # 5. beside each target: what pure retrieval of training images achieves, and how much is memorised
-    metrics.update(_retrieval_and_memorisation(net, clip, fake, val, real.images, rows, pool, seed))
+    test = real.images if split == "test" else load_image_set(suite_sources, "test").images
+    val = load_image_set(suite_sources, "validation").images
+    metrics.update(_retrieval_and_memorisation(net, clip, fake, val, test, rows, pool, seed))
     metrics["metric_seconds"] = round(time.time() - t1, 1)
     # 6. the report folder
     out_dir = Path(out_dir)
@@ -196,12 +286,16 @@ def _retrieval_and_memorisation(net, clip, fake: torch.Tensor, val: torch.Tensor
 def report_markdown(m: dict) -> str:
     keys = ["fid_conjure", "kid_conjure", "is_conjure", "precision_conjure", "recall_conjure"]
     g, f = m["generated"], m["floor"]
+    ref, flo = m.get("reference", "test-split"), m.get("floor_images", "validation-split")
     lines = [f"# Evaluation of {m['model']} on the '{m['suite']}' suite", "",
              f"{m['n_samples']} generated images (seed {m['seed']}, steps {m['steps'] or 'model default'}), measured "
-             f"at 64x64 with conjure-features against {g['n_real']} test-split images; the floor is "
-             f"{f['n_fake']} validation-split images against the same test images. Generation "
+             f"at 64x64 with conjure-features against {g['n_real']} {ref} images; the floor is "
+             f"{f['n_fake']} {flo} images against the same {ref} images. Generation "
              f"{m['generation_seconds']} s, metrics {m['metric_seconds']} s. Metrics named `_conjure` use "
              "conjure's own features, not Inception-v3.", ""]
+    if m.get("per_source"):
+        lines += ["Images per source (generated and real alike): "
+                  + ", ".join(f"{s} {k}" for s, k in m["per_source"].items()) + ".", ""]
     if g["n_real"] < 2000:
         lines += [f"**Preview only:** n = {g['n_real']} is below 2,000 (and FID needs n well above the 256 feature "
                   "dimensions), so FID and KID are dominated by small-sample bias here; compare them only with the "
@@ -212,13 +306,23 @@ def report_markdown(m: dict) -> str:
     ret = m.get("retrieval_baseline")
     nan = float("nan")
     lines += ["", "## Class accuracy (classifier heads on the labels each prompt carries)", "",
-              "| head | generated | real (validation) |" + (" retrieval baseline |" if ret else ""),
+              "| head | generated | real (floor images) |" + (" retrieval baseline |" if ret else ""),
               "|---|---|---|" + ("---|" if ret else "")]
     for h, v in m["class_accuracy"].items():
         lines.append(f"| {h} | {v:.3f} | {m['class_accuracy_real'].get(h, nan):.3f} |"
                      + (f" {ret['class_accuracy'].get(h, nan):.3f} |" if ret else ""))
+    if m.get("class_prompt_accuracy"):
+        real = m.get("class_prompt_accuracy_real", {})
+        lines += ["", "## Class-prompt accuracy per source (issue 3 target: at least 0.80 for every source)", "",
+                  "The head that checks each source's prompts: " + ", ".join(
+                      f"{s}: {CLASS_HEADS[s]}" for s in m["class_prompt_accuracy"]) + ".", "",
+                  "| source | generated | real (floor images) |", "|---|---|---|"]
+        for s, v in m["class_prompt_accuracy"].items():
+            lines.append(f"| {s} | {v:.3f} | {real.get(s, nan):.3f} |")
+    real_name = {"test": "real test images", "train": "real training images"}.get(
+        m.get("clip_r1_real_split", "test"), "real images")
     lines += ["", "## CLIP R@1 among 100 distinct captions of the same source (ties are misses)", "",
-              "| source | generated | real test images |" + (" retrieval baseline |" if ret else ""),
+              f"| source | generated | {real_name} |" + (" retrieval baseline |" if ret else ""),
               "|---|---|---|" + ("---|" if ret else "")]
     for s, v in m["clip_r1_generated"].items():
         lines.append(f"| {s} | {v['r1']:.3f} (n={v['n']}) | {m['clip_r1_real'].get(s, {}).get('r1', nan):.3f} |"

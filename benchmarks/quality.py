@@ -1,0 +1,139 @@
+"""Issue 3 quality targets for a model (default conjure-tiny): two `conjure evaluate` runs and one summary.
+
+- the held-out suite (test-split concepts, canonical captions) at n images: fid_conjure / kid_conjure beside the
+  real-vs-real floor at the same n, CLIP R@1 beside the retrieval baseline, class-prompt accuracy per source,
+  the memorisation rate;
+- the in-vocabulary suite (training concepts under reworded captions, one image per prompt): CLIP R@1 of the
+  generated images against real images of the same concepts.
+
+Writes the two report folders under benchmarks/results/, and benchmarks/results/quality_<model>.json and .md
+with the issue's keys and whether each target holds.
+
+    CONJURE_HOME=.cache/conjure python benchmarks/quality.py [--model conjure-tiny] [--n 2000] [--n-invocab 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+TARGETS = {"fid_ratio_to_floor": ("<=", 3.0), "clip_r1_generated_over_real": (">=", 0.5),
+           "class_accuracy": (">=", 0.8)}
+
+
+def mean_r1(per_source: dict) -> float:
+    """R@1 over all images of every source (each source weighted by its image count)."""
+    n = sum(v["n"] for v in per_source.values())
+    return round(sum(v["r1"] * v["n"] for v in per_source.values()) / n, 4) if n else float("nan")
+
+
+def summarise(heldout: dict, invocab: dict) -> dict:
+    """The issue's keys from the two metrics.json dicts, with each target's verdict."""
+    g, f = heldout["generated"], heldout["floor"]
+    ret = heldout.get("retrieval_baseline", {})
+    cls = heldout["class_prompt_accuracy"]
+    lowest = min(cls, key=cls.get)
+    out = {
+        "model": heldout["model"], "model_hash": heldout["model_hash"], "n_samples": heldout["n_samples"],
+        "fid_conjure": g["fid_conjure"], "fid_conjure_floor": f["fid_conjure"],
+        "fid_conjure_ci95": g["ci95"].get("fid_conjure"), "fid_conjure_floor_ci95": f["ci95"].get("fid_conjure"),
+        "kid_conjure": g["kid_conjure"], "kid_conjure_floor": f["kid_conjure"],
+        "fid_reference": heldout.get("reference", "test-split"), "fid_floor_images": heldout.get("floor_images"),
+        "clip_r1_generated": mean_r1(invocab["clip_r1_generated"]),
+        "clip_r1_real": mean_r1(invocab["clip_r1_real"]),
+        "clip_r1_generated_by_source": {s: v["r1"] for s, v in invocab["clip_r1_generated"].items()},
+        "clip_r1_real_by_source": {s: v["r1"] for s, v in invocab["clip_r1_real"].items()},
+        "n_invocab": invocab["n_samples"],
+        "clip_r1_heldout": mean_r1(heldout["clip_r1_generated"]),
+        "clip_r1_heldout_real": mean_r1(heldout["clip_r1_real"]),
+        "clip_r1_retrieval_baseline": mean_r1({s: {"r1": v["r1"], "n": heldout["clip_r1_generated"][s]["n"]}
+                                               for s, v in ret.get("clip_r1", {}).items()}),
+        "class_accuracy": cls[lowest], "class_accuracy_lowest_source": lowest,
+        "class_accuracy_by_source": cls, "class_accuracy_real_by_source": heldout.get("class_prompt_accuracy_real"),
+        "class_accuracy_invocab_by_source": invocab.get("class_prompt_accuracy"),
+        "memorisation_rate": heldout["memorisation"]["generated"]["rate"],
+        "memorisation_rate_real_validation": heldout["memorisation"]["real_validation"]["rate"],
+        "metric_seconds": heldout["metric_seconds"], "generation_seconds": heldout["generation_seconds"],
+    }
+    ratios = {"fid_ratio_to_floor": out["fid_conjure"] / out["fid_conjure_floor"],
+              "clip_r1_generated_over_real": out["clip_r1_generated"] / out["clip_r1_real"]
+              if out["clip_r1_real"] else float("nan"),
+              "class_accuracy": out["class_accuracy"]}
+    out["targets"] = {k: {"value": round(v, 4), "target": f"{op} {t}",
+                          "met": bool(v <= t if op == "<=" else v >= t)}
+                      for k, v in ratios.items() for op, t in [TARGETS[k]]}
+    return out
+
+
+def markdown(q: dict) -> str:
+    t = q["targets"]
+    yes = {True: "met", False: "**missed**"}
+    lines = [f"# Quality of {q['model']} (hash {q['model_hash']}): issue 3 targets", "",
+             f"Held-out suite (test-split concepts): {q['n_samples']} generated images; FID reference: "
+             f"{q['fid_reference']} images; floor: {q['fid_floor_images']} images at the same n. In-vocabulary "
+             f"suite (training concepts, reworded captions): {q['n_invocab']} images, one per prompt. Features and "
+             "CLIP are conjure's own (`_conjure`), not Inception-v3 or OpenAI CLIP.", "",
+             "| target | value | goal | verdict |", "|---|---|---|---|",
+             f"| fid_conjure / floor | {q['fid_conjure']:.2f} / {q['fid_conjure_floor']:.2f} = "
+             f"{t['fid_ratio_to_floor']['value']:.2f} | {t['fid_ratio_to_floor']['target']} | "
+             f"{yes[t['fid_ratio_to_floor']['met']]} |",
+             f"| CLIP R@1 in-vocabulary, generated / real | {q['clip_r1_generated']:.3f} / {q['clip_r1_real']:.3f} = "
+             f"{t['clip_r1_generated_over_real']['value']:.2f} | {t['clip_r1_generated_over_real']['target']} | "
+             f"{yes[t['clip_r1_generated_over_real']['met']]} |",
+             f"| class-prompt accuracy, lowest source ({q['class_accuracy_lowest_source']}) | "
+             f"{q['class_accuracy']:.3f} | {t['class_accuracy']['target']} | {yes[t['class_accuracy']['met']]} |",
+             "", "| other | value |", "|---|---|",
+             f"| kid_conjure (floor) | {q['kid_conjure']:.4g} ({q['kid_conjure_floor']:.4g}) |",
+             f"| fid_conjure 95% CI (floor) | {q['fid_conjure_ci95']} ({q['fid_conjure_floor_ci95']}) |",
+             f"| CLIP R@1 held-out concepts, generated | {q['clip_r1_heldout']:.3f} |",
+             f"| CLIP R@1 held-out concepts, retrieval baseline | {q['clip_r1_retrieval_baseline']:.3f} |",
+             f"| CLIP R@1 held-out concepts, real test images | {q['clip_r1_heldout_real']:.3f} |",
+             f"| memorisation rate (real validation images) | {q['memorisation_rate']:.3f} "
+             f"({q['memorisation_rate_real_validation']:.3f}) |",
+             f"| metrics on the held-out set (generation excluded) | {q['metric_seconds']} s |", "",
+             "| source | class-prompt accuracy held-out | real | in-vocabulary | CLIP R@1 in-vocab generated | real |",
+             "|---|---|---|---|---|---|"]
+    real = q.get("class_accuracy_real_by_source") or {}
+    inv = q.get("class_accuracy_invocab_by_source") or {}
+    nan = float("nan")
+    for s, v in q["class_accuracy_by_source"].items():
+        lines.append(f"| {s} | {v:.3f} | {real.get(s, nan):.3f} | {inv.get(s, nan):.3f} | "
+                     f"{q['clip_r1_generated_by_source'].get(s, nan):.3f} | {q['clip_r1_real_by_source'].get(s, nan):.3f} |")
+    lines += ["", f"Reproduce: `CONJURE_HOME=.cache/conjure .venv/bin/python benchmarks/quality.py --model {q['model']} "
+              f"--n {q['n_samples']} --n-invocab {q['n_invocab']}` ({q['machine']}).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="conjure-tiny")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n-invocab", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from conjure.evaluation.report import evaluate
+    runs = {}
+    for suite, n in (("heldout", args.n), ("invocab", args.n_invocab)):
+        out = RESULTS / f"evaluate-{args.model}-{suite}-n{n}"
+        t0 = time.time()
+        runs[suite] = evaluate(args.model, suite, n, out, seed=args.seed)
+        print(f"{suite}: {time.time() - t0:.0f} s -> {out}", flush=True)
+    q = summarise(runs["heldout"], runs["invocab"])
+    q["machine"] = f"{platform.machine()} CPU, {platform.python_version()}"
+    name = args.model.replace("-", "_")
+    (RESULTS / f"quality_{name}.json").write_text(json.dumps(q, indent=1, default=float) + "\n")
+    (RESULTS / f"quality_{name}.md").write_text(markdown(q))
+    print(markdown(q))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,47 @@
+"""The quality summary of benchmarks/quality.py: the issue's keys from two evaluation runs, and target verdicts
+that follow the numbers (the runs themselves generate thousands of images, too long for tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conjure.config import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", REPO_ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(fid: float, floor: float, r1: dict, r1_real: dict, cls: dict) -> dict:
+    one = {"kid_conjure": 0.01, "ci95": {"fid_conjure": [fid - 1, fid + 1]}}
+    mem = {"rate": 0.3}
+    return {"model": "m", "model_hash": "h", "n_samples": 2000, "generated": {**one, "fid_conjure": fid},
+            "floor": {**one, "fid_conjure": floor}, "clip_r1_generated": r1, "clip_r1_real": r1_real,
+            "retrieval_baseline": {"clip_r1": {s: {"r1": 0.5} for s in r1}},
+            "class_prompt_accuracy": cls, "class_prompt_accuracy_real": cls,
+            "memorisation": {"generated": mem, "real_validation": mem}, "metric_seconds": 1.0,
+            "generation_seconds": 2.0, "reference": "training-split", "floor_images": "validation- and test-split"}
+
+
+def test_summary_weights_r1_by_images_and_judges_each_target(quality):
+    heldout = _run(30.0, 10.0, {"a": {"r1": 0.2, "n": 10}}, {"a": {"r1": 0.4, "n": 10}}, {"a": 0.9, "b": 0.7})
+    invocab = _run(0, 1, {"a": {"r1": 0.1, "n": 30}, "b": {"r1": 0.5, "n": 10}},
+                   {"a": {"r1": 0.3, "n": 30}, "b": {"r1": 0.5, "n": 10}}, {"a": 1.0, "b": 1.0})
+    q = quality.summarise(heldout, invocab)
+    assert q["clip_r1_generated"] == pytest.approx(0.2) and q["clip_r1_real"] == pytest.approx(0.35)
+    assert q["targets"]["fid_ratio_to_floor"] == {"value": 3.0, "target": "<= 3.0", "met": True}
+    assert q["targets"]["clip_r1_generated_over_real"]["met"] is True          # 0.2 / 0.35 = 0.57
+    assert q["class_accuracy"] == 0.7 and q["class_accuracy_lowest_source"] == "b"
+    assert q["targets"]["class_accuracy"]["met"] is False
+    worse = quality.summarise(_run(31.0, 10.0, *[heldout[k] for k in ("clip_r1_generated", "clip_r1_real",
+                                                                     "class_prompt_accuracy")]), invocab)
+    assert worse["targets"]["fid_ratio_to_floor"]["met"] is False
+    q["machine"] = "test"
+    text = quality.markdown(q)
+    assert "| class-prompt accuracy, lowest source (b) | 0.700 | >= 0.8 | **missed** |" in text
