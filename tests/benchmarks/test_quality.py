@@ -3,19 +3,14 @@ that follow the numbers (the runs themselves generate thousands of images, too l
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from conjure.config import REPO_ROOT
+from tests.benchmarks.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("quality", REPO_ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality")
 
 
 def _run(fid: float, floor: float, r1: dict, r1_real: dict, cls: dict) -> dict:

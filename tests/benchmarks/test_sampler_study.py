@@ -4,20 +4,16 @@ its 'matches' rule and its config parsing; the study itself is too long to run i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 import pytest
 import torch
 
-from conjure.config import REPO_ROOT
+from tests.benchmarks.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("sampler_study", REPO_ROOT / "benchmarks" / "sampler_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sampler_study")
 
 
 @pytest.fixture(scope="module")
