@@ -122,3 +122,24 @@ def test_evaluate_on_an_invocab_suite_measures_real_training_images_of_the_same_
     assert all(0.0 <= v <= 1.0 for v in m["class_prompt_accuracy"].values())
     text = (tmp_path / "out" / "report.md").read_text()
     assert "real training images" in text and "## Class-prompt accuracy per source" in text
+
+
+def test_generated_images_are_cached_and_a_stopped_run_resumes(tiny_model_dir, tmp_path, monkeypatch):
+    from conjure.evaluation import report
+    from conjure.pipelines.registry import add_model
+    from conjure.pipelines.text_to_image import TextToImagePipeline
+    add_model(tiny_model_dir, "cache-tiny")
+    prompts = ["red apple", "house icon", "cat face"]
+    first, h = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
+    assert first.shape == (3, 3, 64, 64) and first.dtype == torch.uint8
+    (cached,) = tmp_path.glob("*.npy")
+    calls = []
+    real = TextToImagePipeline.generate_batch
+    monkeypatch.setattr(TextToImagePipeline, "generate_batch",
+                        lambda self, reqs, jobs: calls.append(len(reqs)) or real(self, reqs, jobs))
+    again, h2 = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
+    assert calls == [] and h2 == h and torch.equal(again, first)          # measured again, not regenerated
+    import numpy as np
+    np.save(cached, np.load(cached)[:2])                                     # as if stopped after one batch
+    resumed, _ = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
+    assert calls == [1] and torch.equal(resumed, first)                      # only the missing image, same seed

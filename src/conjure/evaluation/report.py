@@ -95,24 +95,42 @@ def interleave(rows: list[dict], seed: int = 0) -> list[dict]:
     return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
 
 
-def generate(model: str, prompts: list[str], seed: int, steps: int | None,
-             batch: int = 16) -> tuple[torch.Tensor, str]:
-    """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64), and the model's hash. The guard (screening, watermark,
-    C2PA) is left off: these images are measured, not delivered."""
+def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch: int = 16,
+             cache: Path | None = None) -> tuple[torch.Tensor, str]:
+    """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64), and the model's hash: a model that
+    declares 64 px is asked for it (its base output, the upsampler judged apart), others are resized. The guard
+    (screening, watermark, C2PA) is left off: these images are measured, not delivered.
+
+    With `cache` (a folder), the images are kept there under a key of the model's hash, prompts, seed and
+    steps, saved every few batches: a run that was stopped resumes, and measuring again does not regenerate."""
+    import hashlib
     from conjure.data.build import resize_images
     from conjure.pipelines import load_pipeline
     from conjure.pipelines.product import Job
     from conjure.pipelines.request import GenerationRequest
     pipe = load_pipeline(model, responsible=False)
-    out, model_hash = [], ""
-    for i in range(0, len(prompts), batch):
-        reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps) for j, p in enumerate(prompts[i:i + batch])]
+    model_hash = getattr(pipe, "model_hash", None) or pipe.components.model_hash
+    spec = getattr(pipe, "spec", None)
+    size = 64 if spec is not None and 64 in spec.sizes else None     # the base output, before any upsampler
+    path = None
+    out: list[np.ndarray] = []
+    if cache is not None:
+        key = hashlib.sha256(json.dumps([model_hash, prompts, seed, steps, size]).encode()).hexdigest()[:20]
+        path = Path(cache) / f"{key}.npy"
+        if path.is_file():
+            out = list(np.load(path))
+    for i in range(len(out), len(prompts), batch):
+        reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps, size=size)
+                for j, p in enumerate(prompts[i:i + batch])]
         for res in pipe.generate_batch(reqs, [Job() for _ in reqs]):
             if isinstance(res, Exception):
                 raise res
-            out.append(np.asarray(res.images[0].convert("RGB")))
-            model_hash = res.model_hash
-    images = resize_images(np.stack(out), 64)
+            out.append(resize_images(np.asarray(res.images[0].convert("RGB"))[None], 64)[0])
+        if path is not None and ((i // batch) % 8 == 7 or len(out) == len(prompts)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path.with_suffix(".part.npy"), np.stack(out))
+            path.with_suffix(".part.npy").replace(path)      # whole file or the previous one, never half
+    images = np.stack(out)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), model_hash
 
 
@@ -192,7 +210,8 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     prompts, sources = [r["prompt"] for r in rows], [r["source"] for r in rows]
     # 1. generate (timed separately from the metrics)
     t0 = time.time()
-    fake, model_hash = generate(model, prompts, seed, steps)
+    from conjure.config import get_settings
+    fake, model_hash = generate(model, prompts, seed, steps, cache=get_settings().home / "cache" / "evaluations")
     gen_seconds = time.time() - t0
     # 2. image-set metrics against the real reference, and the floor: other real images against the same
     t1 = time.time()
