@@ -31,6 +31,17 @@ def test_clip_score_is_100_cosine_clamped():
     assert clip_score(a, b).tolist() == [100.0, 0.0]
 
 
+def test_frozen_trunk_features_feed_the_image_projection():
+    from conjure.evaluation.train import frozen_trunk_features
+    from conjure.models.clip import ClipConfig, ClipModel
+    model = ClipModel(ClipConfig(widths=[8, 16, 16, 16], embed_dim=16, text_hidden=32)).eval()
+    images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    feats = frozen_trunk_features(model, images, copies=2, max_shift=3, seed=0, batch=2)
+    assert feats.shape == (2, 5, 32) and not torch.equal(feats[0], feats[1])   # copy 1 is shifted
+    with torch.no_grad():
+        torch.testing.assert_close(model.project_image(feats[0]), model.encode_image(images))
+
+
 @pytest.mark.skipif(not (CLIP_MODEL / "model.safetensors").is_file(), reason="models/conjure-clip is not trained yet")
 def test_committed_clip_ranks_real_pairs_above_shuffled_pairs(tiny_data):
     from conjure.data import load_sources

@@ -49,6 +49,8 @@ class ClipRecipe:
     captions_per_item: int = 6               # a random one of the first k captions per step
     fashion_items: int = 3000                # Fashion-MNIST has ten captions' worth of concepts
     init_trunk_from: str = ""                # a conjure-features folder to warm-start the image trunk; "" = none
+    freeze_trunk: bool = False               # keep the (warm-started) trunk fixed; train projection and text tower
+    shift_copies: int = 2                    # frozen trunk: shifted copies of the training set featurised once
     epochs: int = 4
     batch: int = 256
     lr: float = 2e-3

@@ -193,6 +193,22 @@ def clip_retrieval(model: ClipModel, data, text_emb_of: dict[str, torch.Tensor],
     return out
 
 
+@torch.no_grad()
+def frozen_trunk_features(model: ClipModel, images: torch.Tensor, copies: int, max_shift: int, seed: int,
+                          batch: int = 500) -> torch.Tensor:
+    """Pooled features (S, N, 2C) of the fixed trunk for `copies` versions of uint8 images (N, 3, H, W):
+    copy 0 as is, the others shifted at random by up to `max_shift` px."""
+    from conjure.models.features import to_model_input
+    model.trunk.eval()
+    out = torch.zeros(copies, len(images), model.config.widths[-1] * 2)
+    for c in range(copies):
+        g = torch.Generator().manual_seed(seed * 7919 + 104_729 + c)
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch] if c == 0 else random_shift(images[i:i + batch], max_shift, g)
+            out[c, i:i + batch] = model.image_features(to_model_input(x, model.config.image_size))
+    return out
+
+
 def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = None) -> Path | None:
     """Train the small CLIP; returns run_dir/model when finished, None when stopped by `max_minutes`."""
     from conjure.config import get_settings
@@ -223,15 +239,23 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
         from safetensors.torch import load_file
         weights = load_file(str(Path(recipe.init_trunk_from) / "model.safetensors"))
         model.trunk.load_state_dict({k[len("trunk."):]: v for k, v in weights.items() if k.startswith("trunk.")})
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    feats, t_feats = None, time.time()
+    if recipe.freeze_trunk:                                                         # featurise once, train the rest
+        model.trunk.requires_grad_(False)
+        feats = frozen_trunk_features(model, data.images, recipe.shift_copies, recipe.max_shift, recipe.seed)
+    feat_seconds = time.time() - t_feats                                            # counted in the wall time
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr,
+                            weight_decay=recipe.weight_decay)
     step, seconds = _load_state(state_path, model, opt)
     print(f"{len(data.records)} training images, {len(captions)} captions, {total} steps, starting at {step}",
           flush=True)
 
     # --- loop: symmetric InfoNCE; items of the same concept group or caption count as matches
-    t0 = time.time() - seconds
+    t0 = time.time() - seconds - feat_seconds
     log = open(run_dir / "log.jsonl", "a")
     model.train()
+    if feats is not None:
+        model.trunk.eval()                                                          # frozen batch-norm statistics
     while step < total:
         epoch, j = divmod(step, steps_per_epoch)
         g = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
@@ -239,11 +263,15 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
         aug = torch.Generator().manual_seed(recipe.seed * 7919 + step)
         pick = (torch.rand(len(idx), generator=aug) * n_caps[idx]).long()
         cap = cap_table[idx, pick]                                                  # (B,)
-        x = random_shift(data.images[idx], recipe.max_shift, aug)
+        if feats is None:
+            image_emb = model.encode_image(random_shift(data.images[idx], recipe.max_shift, aug))
+        else:
+            copy = torch.randint(0, len(feats), (len(idx),), generator=aug)
+            image_emb = model.project_image(feats[copy, idx])                       # (B, E)
         targets = ((groups[idx][:, None] == groups[idx][None]) | (cap[:, None] == cap[None])).float()   # (B, B)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, total, recipe.lr, warmup=50)
-        loss = model.loss(model.encode_image(x), model.encode_text(vectors[cap]), targets)
+        loss = model.loss(image_emb, model.encode_text(vectors[cap]), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -52,10 +52,17 @@ class ClipModel(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def encode_image_float(self, x: torch.Tensor) -> torch.Tensor:
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Float input (B, 3, 64, 64) in [-1, 1] -> mean- and max-pooled trunk features (B, 2C)."""
         h = self.trunk(x)                                                    # (B, C, 4, 4)
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2C)
-        return F.normalize(self.image_proj(pooled), dim=-1)                  # (B, E)
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)    # (B, 2C)
+
+    def project_image(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features (B, 2C) -> unit image embeddings (B, E)."""
+        return F.normalize(self.image_proj(features), dim=-1)               # (B, E)
+
+    def encode_image_float(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project_image(self.image_features(x))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode_image_float(to_model_input(images, self.config.image_size))
