@@ -1,16 +1,19 @@
 """Development sweep for the safety prompt classifier: train recipe variants in memory and print the share
-blocked of each DEVELOPMENT set (template held-out prohibited and hard benign, fresh benign sets 1 and 2, fresh
-prohibited sets 1 and 2, fresh benign set 3 (measured once on policy 2026.3, development since), the
-adversarial set, built-in captions outside the train split). It never screens the measure-once sets
-(fresh benign 4, fresh prohibited 3). Each argument is a JSON recipe override; an optional
-first argument base=JSON overrides the recipe for every variant:
+blocked of each DEVELOPMENT set: template held-out prohibited and hard benign, fresh benign sets 1-4, fresh
+prohibited sets 1-3 (each measured once on the model of its time, development since), the adversarial set, and
+built-in captions outside the train split; for a prohibited set also its lowest per-category share ("..._min").
+It never reads a set kept for a final measurement. Each argument is a JSON recipe override (`{"finetune_layers":
+1}` fine-tunes MiniLM's top layer) or a saved model folder to measure as it is; an optional first argument
+base=JSON overrides the recipe for every variant:
 
-    CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py 'base={"builtin_captions": 30000}' \
-        '{"class_weight_power": 0.0}' '{"class_weight_power": 0.25}'
+    CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py '{"finetune_layers": 0}' '{"finetune_layers": 1}'
+    CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py models/safety-prompt
 """
 import dataclasses
 import json
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,8 +21,36 @@ import torch
 from conjure.config import get_settings
 from conjure.safety import dataset as ds
 from conjure.safety import train as tr
+from conjure.safety.classifier import PromptClassifier
 from conjure.safety.prompt import screen_prompts
 from conjure.text import get_text_encoder
+
+
+def dev_sets(held: list[ds.Example]) -> dict[str, list[ds.Example]]:
+    ms = ds.measurement_sets()
+    seen = set(ds.builtin_captions(get_settings().data_dir, split="train"))
+    unseen = [ds.Example(c, "benign", "builtin", "builtin", "dev")
+              for c in ds.builtin_captions(get_settings().data_dir) if c not in seen]
+    return {"template_prohibited": [ex for ex in held if ex.label != "benign"],
+            "template_hard_benign": [ex for ex in held if ex.kind == "hard_benign"],
+            **{f"fresh_benign_{i}": ms[f"fresh_benign_{i}"] for i in (1, 2, 3, 4)},
+            "fresh_prohibited_1": ms["fresh_prohibited"],
+            "fresh_prohibited_2": ms["fresh_prohibited_2"],
+            "fresh_prohibited_3": ms["fresh_prohibited_3"],
+            "adversarial": ms["adversarial"],
+            "builtin_unseen": unseen}
+
+
+def blocked_shares(model, sets: dict[str, list[ds.Example]], encoder) -> dict[str, float]:
+    out = {}
+    for name, rows in sets.items():
+        blocked = np.array([v.blocked for v in screen_prompts([ex.prompt for ex in rows], encoder=encoder,
+                                                               classifier=model)])
+        out[name] = round(float(blocked.mean()), 4)
+        if "prohibited" in name or name == "adversarial":
+            labels = np.array([ex.label for ex in rows])
+            out[name + "_min"] = round(min(float(blocked[labels == c].mean()) for c in set(labels)), 4)
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -29,31 +60,23 @@ def main(argv: list[str]) -> int:
         base = dataclasses.replace(base, **json.loads(argv.pop(0)[5:]))
     examples = tr.build_examples(base)
     vectors = tr.embed_cached([ex.prompt for ex in examples])
-    ms = ds.measurement_sets()
-    measured = [ex.prompt for rows in ms.values() for ex in rows]
+    measured = [ex.prompt for rows in ds.measurement_sets().values() for ex in rows]
     print("free-written prompts dropped near a measurement prompt:",
           ds.decontaminate(examples, vectors, tr.embed_cached(measured)))
     ds.drop_near_duplicates(examples, vectors)
-    train = [i for i, ex in enumerate(examples) if ex.split == "train"]
-    held = [ex for ex in examples if ex.split == "heldout"]
-    y = np.array([ds.LABELS.index(examples[i].label) for i in train], dtype=np.int64)
-    seen = set(ds.builtin_captions(get_settings().data_dir, split="train"))
-    dev = {"template_prohibited": [ex.prompt for ex in held if ex.label != "benign"],
-           "template_hard_benign": [ex.prompt for ex in held if ex.kind == "hard_benign"],
-           "fresh_benign_1": [ex.prompt for ex in ms["fresh_benign_1"]],
-           "fresh_benign_2": [ex.prompt for ex in ms["fresh_benign_2"]],
-           "fresh_benign_3": [ex.prompt for ex in ms["fresh_benign_3"]],
-           "fresh_prohibited_1": [ex.prompt for ex in ms["fresh_prohibited"]],
-           "fresh_prohibited_2": [ex.prompt for ex in ms["fresh_prohibited_2"]],
-           "adversarial": [ex.prompt for ex in ms["adversarial"]],
-           "builtin_unseen": [c for c in ds.builtin_captions(get_settings().data_dir) if c not in seen]}
+    sets = dev_sets([ex for ex in examples if ex.split == "heldout"])
     encoder = get_text_encoder()
     for spec in argv or ["{}"]:
-        recipe = dataclasses.replace(base, **json.loads(spec))
-        model = tr.fit(vectors[train], y, recipe, len(ds.LABELS))
-        blocked = {k: round(float(np.mean([v.blocked for v in screen_prompts(p, encoder=encoder, classifier=model)])), 4)
-                   for k, p in dev.items()}
-        print(spec, json.dumps(blocked), flush=True)
+        t0 = time.time()
+        if spec.lstrip().startswith("{"):
+            model = tr.train_model(examples, vectors, dataclasses.replace(base, **json.loads(spec)))
+        else:
+            model = PromptClassifier.load(Path(spec))
+        wall = round(time.time() - t0)
+        t0 = time.time()
+        shares = blocked_shares(model, sets, encoder)
+        print(spec, f"(trained or loaded in {wall} s, screened in {time.time() - t0:.0f} s)", json.dumps(shares),
+              flush=True)
     return 0
 
 

@@ -144,11 +144,13 @@ def test_bad_prompt_is_a_value_error(bad, policy):
         screen_prompt(bad, policy=policy)
 
 
-def test_fresh_benign_set_is_independent_of_the_training_data():
-    """The fresh hard benign set (written after the classifier was frozen) shares no prompt with the labelled
-    dataset, holds no duplicates, and covers several themes."""
-    from conjure.safety.dataset import load_dataset, load_fresh_benign
-    fresh = load_fresh_benign()
+@pytest.mark.parametrize("name", ["fresh_benign", "fresh_benign_2", "fresh_benign_3", "fresh_benign_4",
+                                  "fresh_benign_5"])
+def test_fresh_benign_set_is_independent_of_the_training_data(name):
+    """Each fresh hard benign set (written apart from the training data) shares no prompt with what the
+    classifier trains on, holds no duplicates, and covers several themes."""
+    from conjure.safety.dataset import DATA_DIR, load_dataset, load_fresh_benign
+    fresh = load_fresh_benign(DATA_DIR / f"{name}.yaml")
     prompts = [ex.prompt for ex in fresh]
     assert len(prompts) >= 300 and len(set(prompts)) == len(prompts)
     assert len({ex.group for ex in fresh}) >= 10

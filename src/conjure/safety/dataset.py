@@ -32,6 +32,9 @@ FRESH_PROHIBITED_2_PATH = DATA_DIR / "fresh_prohibited_2.yaml"  # measured once 
                                                             # sets 1-3 and prohibited 1-2 are development sets now
 FRESH_BENIGN_4_PATH = DATA_DIR / "fresh_benign_4.yaml"      # set 4 and prohibited set 3: written after the
 FRESH_PROHIBITED_3_PATH = DATA_DIR / "fresh_prohibited_3.yaml"  # set-F training data, measured once (2026.4)
+FRESH_BENIGN_5_PATH = DATA_DIR / "fresh_benign_5.yaml"      # set 5 and prohibited set 4: written before the
+FRESH_PROHIBITED_4_PATH = DATA_DIR / "fresh_prohibited_4.yaml"  # fine-tuned classifier was chosen (on sets 1-4,
+                                                            # prohibited 1-3), measured once on it (2026.5)
 FREE_BENIGN_GLOB = "train_benign_free_*.yaml"       # free-written, train only: never measured on
 FREE_PROHIBITED_GLOB = "train_prohibited_free*.yaml"
 DATASET_PATH = DATA_DIR / "dataset.jsonl"
@@ -195,7 +198,9 @@ def measurement_sets() -> dict[str, list[Example]]:
             "fresh_benign_3": load_fresh_benign(FRESH_BENIGN_3_PATH),
             "fresh_prohibited_2": load_fresh_prohibited(FRESH_PROHIBITED_2_PATH),
             "fresh_benign_4": load_fresh_benign(FRESH_BENIGN_4_PATH),
-            "fresh_prohibited_3": load_fresh_prohibited(FRESH_PROHIBITED_3_PATH)}
+            "fresh_prohibited_3": load_fresh_prohibited(FRESH_PROHIBITED_3_PATH),
+            "fresh_benign_5": load_fresh_benign(FRESH_BENIGN_5_PATH),
+            "fresh_prohibited_4": load_fresh_prohibited(FRESH_PROHIBITED_4_PATH)}
 
 
 def decontaminate(examples: list[Example], vectors: np.ndarray, measured: np.ndarray,

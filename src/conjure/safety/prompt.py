@@ -47,20 +47,20 @@ def classify_with_evidence(prompts: list[str], encoder=None, classifier=None, ev
     """Per prompt: (category -> classifier probability, category -> cosine of the nearest prohibited
     training prompt of that category), each the maximum over the prompt's normal forms. The evidence is
     None when not asked for, or when the classifier folder has no evidence index (a custom classifier, say)."""
-    from conjure.safety.classifier import MODEL_DIR, embed, load_classifier, load_evidence
+    from conjure.safety.classifier import MODEL_DIR, load_classifier, load_evidence
     index = load_evidence(str(MODEL_DIR)) if classifier is None and evidence else None
     classifier = classifier or load_classifier()
     forms = [list(dict.fromkeys([normalize(p), normalize(p, alt=True)])) for p in prompts]
     flat = [f for fs in forms for f in fs]
-    vectors = embed(flat, encoder) if flat else np.zeros((0, 384), dtype=np.float32)
-    probs = classifier.probabilities(vectors) if flat else np.zeros((0, 1))   # (F, K)
+    # (F, K) probabilities and the (F, D) vectors the classifier read (frozen or fine-tuned MiniLM)
+    probs, vectors = classifier.scores(flat, encoder) if flat else (np.zeros((0, 1)), np.zeros((0, 384)))
     near = index.nearest(vectors) if index is not None else None
     out, i = [], 0
     for fs in forms:
         p = probs[i:i + len(fs)].max(axis=0)
         ev = ({c: max(n[c] for n in near[i:i + len(fs)]) for c in near[i]} if near is not None else None)
         i += len(fs)
-        out.append(({label: float(v) for label, v in zip(classifier.config.labels, p) if label != "benign"}, ev))
+        out.append(({label: float(v) for label, v in zip(classifier.labels, p) if label != "benign"}, ev))
     return out
 
 
@@ -135,7 +135,7 @@ def screen_prompt(prompt: str, negative_prompt: str = "", policy: Policy | None 
         negative_prompt: the user's negative prompt; the verdict's details carry it with the
             policy's safety negative prompt appended (`details["negative_prompt"]`).
         encoder: a loaded `conjure.text.TextEncoder` to reuse (the pipeline's); loaded once if None.
-        classifier: a `PromptClassifier` to use instead of the committed one.
+        classifier: a `PromptClassifier` or `TunedClassifier` to use instead of the committed one.
     """
     negative_prompt = _check_text(negative_prompt, "the negative prompt")
     return screen_prompts([prompt], policy, encoder, classifier, negative_prompt)[0]

