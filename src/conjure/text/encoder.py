@@ -119,10 +119,12 @@ class TextEncoder:
         self._model = None
         self._lock = threading.Lock()
         self._graph = None
+        self.onnx_cache: Path | None = None
         if backend == "onnx":
             if onnx_cache is None:
                 from conjure.config import get_settings
                 onnx_cache = cache_dir(get_settings().home)
+            self.onnx_cache = onnx_cache       # other graphs over this encoder's tokens cache here too
             self._graph = OnnxMiniLM(lambda: self.model, _weights_id(self.path), onnx_cache)
 
     @property
