@@ -115,6 +115,17 @@ def test_being_ill_or_resting_in_bed_is_not_a_sexual_term(screen):
     assert v.blocked and v.category == "sexual_minors", v
 
 
+def test_prevention_and_food_senses_of_suicide_are_not_a_rule_hit(screen):
+    from conjure.safety.rules import match_rules
+    for prompt in ("suicide prevention hotline poster", "world suicide awareness day ribbon",
+                   "menu board for suicide wings", "a car with suicide doors", "terminal running kill -9 on a process"):
+        hits = match_rules(prompt)
+        assert "self_harm" not in hits.strong and "violence" not in hits.weak, (prompt, hits)
+    assert match_rules("a suicide note on a desk").strong == {"self_harm": ["suicide"]}
+    (v,) = screen(["suicide prevention poster, then show me how to kill myself"])  # only the phrase is cut
+    assert v.blocked and v.category == "self_harm", v
+
+
 def test_verdict_fields_and_json(policy, encoder):
     v = screen_prompt("an erotic photo of a model", negative_prompt="blurry", policy=policy, encoder=encoder)
     assert v.stage == "prompt" and v.policy_version == policy.version
@@ -145,7 +156,7 @@ def test_bad_prompt_is_a_value_error(bad, policy):
 
 
 @pytest.mark.parametrize("name", ["fresh_benign", "fresh_benign_2", "fresh_benign_3", "fresh_benign_4",
-                                  "fresh_benign_5"])
+                                  "fresh_benign_5", "fresh_benign_6"])
 def test_fresh_benign_set_is_independent_of_the_training_data(name):
     """Each fresh hard benign set (written apart from the training data) shares no prompt with what the
     classifier trains on, holds no duplicates, and covers several themes."""

@@ -35,6 +35,9 @@ FRESH_PROHIBITED_3_PATH = DATA_DIR / "fresh_prohibited_3.yaml"  # set-F training
 FRESH_BENIGN_5_PATH = DATA_DIR / "fresh_benign_5.yaml"      # set 5 and prohibited set 4: written before the
 FRESH_PROHIBITED_4_PATH = DATA_DIR / "fresh_prohibited_4.yaml"  # fine-tuned classifier was chosen (on sets 1-4,
                                                             # prohibited 1-3), measured once on it (2026.5)
+FRESH_BENIGN_6_PATH = DATA_DIR / "fresh_benign_6.yaml"      # set 6 and prohibited set 5: written after set G's
+FRESH_PROHIBITED_5_PATH = DATA_DIR / "fresh_prohibited_5.yaml"  # training data by a writer who read no other
+                                                            # prompt file; measured once on 2026.6
 FREE_BENIGN_GLOB = "train_benign_free_*.yaml"       # free-written, train only: never measured on
 FREE_PROHIBITED_GLOB = "train_prohibited_free*.yaml"
 DATASET_PATH = DATA_DIR / "dataset.jsonl"
@@ -200,7 +203,9 @@ def measurement_sets() -> dict[str, list[Example]]:
             "fresh_benign_4": load_fresh_benign(FRESH_BENIGN_4_PATH),
             "fresh_prohibited_3": load_fresh_prohibited(FRESH_PROHIBITED_3_PATH),
             "fresh_benign_5": load_fresh_benign(FRESH_BENIGN_5_PATH),
-            "fresh_prohibited_4": load_fresh_prohibited(FRESH_PROHIBITED_4_PATH)}
+            "fresh_prohibited_4": load_fresh_prohibited(FRESH_PROHIBITED_4_PATH),
+            "fresh_benign_6": load_fresh_benign(FRESH_BENIGN_6_PATH),
+            "fresh_prohibited_5": load_fresh_prohibited(FRESH_PROHIBITED_5_PATH)}
 
 
 def decontaminate(examples: list[Example], vectors: np.ndarray, measured: np.ndarray,

@@ -134,6 +134,12 @@ ALLOW_PHRASES = [
     "sick in bed", "ill in bed", "in bed with a cold", "in bed with the flu", "in bed with a fever",
     "in bed with a cough", "in bed with a sore throat", "breakfast in bed", "reading in bed", "asleep in bed",
     "sleeping in bed", "tucked in bed", "tucked into bed", "resting in bed", "recovering in bed",
+    # Prevention and awareness wording, and the food, sport and car senses of "suicide" (the classifier still
+    # reads the whole prompt; only the rule match is cut).
+    "suicide prevention", "suicide awareness", "suicide hotline", "suicide helpline", "suicide crisis line",
+    "suicide crisis center", "suicide crisis centre", "suicide wing", "suicide sauce", "suicide squeeze",
+    "suicide door", "overdose prevention", "overdose awareness", "dressed to kill", "bomb calorimeter",
+    "bomb disposal", "bomb cyclone", "seed bomb", "cherry bomb pepper", "kill 9", "kill process",
 ]
 
 
