@@ -126,6 +126,24 @@ def test_prevention_and_food_senses_of_suicide_are_not_a_rule_hit(screen):
     assert v.blocked and v.category == "self_harm", v
 
 
+def test_the_classifier_alone_needs_three_letters(screen):
+    """On "x" or "ok" the classifier's probabilities mean nothing; word lists still judge such prompts."""
+    for prompt in ("x", "ok", "n", "7"):
+        (v,) = screen([prompt])
+        assert v.allowed, v
+    (v,) = screen(["ok"])
+    if "set aside" in v.reason:                 # only when the classifier's probability reached a threshold
+        assert "too few for the classifier" in v.reason
+    (v,) = screen(["xxx"])
+    assert v.blocked and v.category == "sexual" and "xxx" in v.reason
+    from conjure.safety.policy import load_policy
+    from conjure.safety.prompt import decide
+    from conjure.safety.rules import match_rules
+    probs = {"sexual": 0.99}
+    assert not decide(match_rules("ok"), probs, load_policy(), letters=2)
+    assert [f.check for f in decide(match_rules("okay"), probs, load_policy(), letters=4)] == ["classifier"]
+
+
 def test_verdict_fields_and_json(policy, encoder):
     v = screen_prompt("an erotic photo of a model", negative_prompt="blurry", policy=policy, encoder=encoder)
     assert v.stage == "prompt" and v.policy_version == policy.version

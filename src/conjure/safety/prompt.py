@@ -4,7 +4,9 @@ A category fires when one of its strong terms matches (check "rule"), when the c
 probability reaches the policy threshold and (if the policy asks, `evidence_cosine`) a training prompt of
 the category lies near the prompt ("classifier"), or when a weak term matches and the probability reaches
 the lower combine threshold ("combination"). Sexual content involving
-minors fires on sexual AND minor signals together and is always blocked.
+minors fires on sexual AND minor signals together and is always blocked. The classifier alone judges only
+prompts with at least MIN_CLASSIFIER_LETTERS letters: on "x" or "ok" its probabilities say nothing (the 2026.6
+model gave "ok" 0.9 sexual), while rules and combinations still apply to them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from conjure.safety.rules import RuleHits, match_rules
 from conjure.safety.verdict import Verdict
 
 MAX_PROMPT_CHARS = 4000
+MIN_CLASSIFIER_LETTERS = 3
 
 
 @dataclass
@@ -64,8 +67,13 @@ def classify_with_evidence(prompts: list[str], encoder=None, classifier=None, ev
     return out
 
 
-def _evidence_ok(cat: str, policy: Policy, evidence: dict[str, float] | None) -> tuple[bool, str]:
-    """Whether a classifier-only verdict for cat has a training prompt of cat near enough, and the words."""
+def _evidence_ok(cat: str, policy: Policy, evidence: dict[str, float] | None,
+                 letters: int = MIN_CLASSIFIER_LETTERS) -> tuple[bool, str]:
+    """Whether a classifier-only verdict for cat may stand: the prompt has enough letters to judge, and (if the
+    policy asks) a training prompt of cat lies near enough. Returns the answer and the words for the reason."""
+    if letters < MIN_CLASSIFIER_LETTERS:
+        return False, (f"the prompt has {letters} letter{'s' if letters != 1 else ''}, too few for the classifier "
+                       f"alone (it needs {MIN_CLASSIFIER_LETTERS}; word lists still apply)")
     need = policy.categories[cat].evidence_cosine
     if not need or evidence is None or cat not in evidence:
         return True, ""
@@ -74,14 +82,14 @@ def _evidence_ok(cat: str, policy: Policy, evidence: dict[str, float] | None) ->
 
 
 def _fire_category(cat: str, policy: Policy, hits: RuleHits, probs: dict[str, float],
-                   evidence: dict[str, float] | None = None) -> _Fired | None:
+                   evidence: dict[str, float] | None = None, letters: int = MIN_CLASSIFIER_LETTERS) -> _Fired | None:
     rule = policy.categories[cat]
     p = probs.get(cat, 0.0)
     if cat in hits.strong:
         both = " and the classifier agrees" if p >= rule.threshold else ""
         return _Fired(cat, 1.0, "combination" if both else "rule",
                       f"matched {', '.join(hits.strong[cat])} ({cat}){both}")
-    ok, why = _evidence_ok(cat, policy, evidence)
+    ok, why = _evidence_ok(cat, policy, evidence, letters)
     if p >= rule.threshold and ok:
         return _Fired(cat, p, "classifier", f"classifier {cat} probability {p:.2f} >= {rule.threshold:.2f}"
                                             + (f", {why}" if why else ""))
@@ -92,7 +100,7 @@ def _fire_category(cat: str, policy: Policy, hits: RuleHits, probs: dict[str, fl
 
 
 def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual: _Fired | None,
-                 evidence: dict[str, float] | None = None) -> _Fired | None:
+                 evidence: dict[str, float] | None = None, letters: int = MIN_CLASSIFIER_LETTERS) -> _Fired | None:
     """Sexual AND minor signals: a fired sexual category or strong sexual term, or sexual and minor
     classifier mass at the combine threshold, together with a minor term."""
     rule = policy.categories["sexual_minors"]
@@ -104,7 +112,7 @@ def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual
         terms = hits.strong.get("sexual") or hits.weak.get("sexual") or ["classifier"]
         return _Fired("sexual_minors", max(p_sexual, 1.0 if "sexual" in hits.strong else 0.0), "combination",
                       f"sexual signal ({', '.join(terms)}) together with minor terms ({', '.join(hits.minor)})")
-    ok, why = _evidence_ok("sexual_minors", policy, evidence)
+    ok, why = _evidence_ok("sexual_minors", policy, evidence, letters)
     if p_minor >= rule.threshold and ok:
         return _Fired("sexual_minors", p_minor, "classifier",
                       f"classifier sexual_minors probability {p_minor:.2f} >= {rule.threshold:.2f}"
@@ -113,12 +121,13 @@ def _fire_minors(policy: Policy, hits: RuleHits, probs: dict[str, float], sexual
 
 
 def decide(hits: RuleHits, probs: dict[str, float], policy: Policy,
-           evidence: dict[str, float] | None = None) -> list[_Fired]:
-    """Every category that fires under the policy, strictest action first."""
+           evidence: dict[str, float] | None = None, letters: int = MIN_CLASSIFIER_LETTERS) -> list[_Fired]:
+    """Every category that fires under the policy, strictest action first (`letters`: the prompt's letter
+    count; below MIN_CLASSIFIER_LETTERS the classifier alone fires nothing)."""
     fired = [f for cat in policy.categories if cat != "sexual_minors"
-             if (f := _fire_category(cat, policy, hits, probs, evidence)) is not None]
+             if (f := _fire_category(cat, policy, hits, probs, evidence, letters)) is not None]
     sexual = next((f for f in fired if f.category == "sexual"), None)
-    minors = _fire_minors(policy, hits, probs, sexual, evidence)
+    minors = _fire_minors(policy, hits, probs, sexual, evidence, letters)
     if minors is not None:
         fired.append(minors)
     # The strictest action first; sexual content involving minors leads whenever it fires.
@@ -166,15 +175,16 @@ def _verdict(prompt: str, probs: dict[str, float] | None, evidence: dict[str, fl
     if evidence is not None:
         details["evidence"] = {c: round(v, 4) for c, v in evidence.items()}
     scores = {c: round(probs.get(c, 0.0), 4) for c in policy.categories}
-    fired = decide(hits, probs, policy, evidence)
+    letters = sum(ch.isalpha() for ch in details["normalized"])
+    fired = decide(hits, probs, policy, evidence, letters)
     if not fired:
         top = max(scores, key=scores.get)
         reason = "no prohibited category fired"
         unsupported = [c for c in policy.categories if scores[c] >= policy.categories[c].threshold]
-        if unsupported:      # the classifier alone said so, far from every training prompt of the category
+        if unsupported:      # the classifier alone said so, on too few letters or far from its training prompts
             c = max(unsupported, key=scores.get)
             reason += (f"; the classifier's {c} probability {scores[c]:.2f} was set aside: "
-                       f"{_evidence_ok(c, policy, evidence)[1]}")
+                       f"{_evidence_ok(c, policy, evidence, letters)[1]}")
         return Verdict(True, "allow", "prompt", policy.version, score=scores[top], scores=scores,
                        reason=reason, details=details)
     first = fired[0]
