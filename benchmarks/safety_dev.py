@@ -1,6 +1,6 @@
 """Development sweep for the safety prompt classifier: train recipe variants in memory and print the share
-blocked of each DEVELOPMENT set: template held-out prohibited and hard benign, fresh benign sets 1-6, fresh
-prohibited sets 1-5 (each measured once on the model of its time, development since), the adversarial set, and
+blocked of each DEVELOPMENT set: template held-out prohibited and hard benign, fresh benign sets 1-9, fresh
+prohibited sets 1-8 (each measured once on the model of its time, development since), the adversarial set, and
 built-in captions outside the train split; for a prohibited set also its lowest per-category share ("..._min").
 It never reads a set kept for a final measurement. Each argument is a JSON recipe override (`{"finetune_layers":
 1}` fine-tunes MiniLM's top layer) or a saved model folder to measure as it is; an optional first argument
@@ -22,6 +22,7 @@ from conjure.config import get_settings
 from conjure.safety import dataset as ds
 from conjure.safety import train as tr
 from conjure.safety.classifier import PromptClassifier
+from conjure.safety.multilingual import has_multilingual, load_ensemble
 from conjure.safety.prompt import screen_prompts
 from conjure.text import get_text_encoder
 
@@ -33,12 +34,15 @@ def dev_sets(held: list[ds.Example]) -> dict[str, list[ds.Example]]:
               for c in ds.builtin_captions(get_settings().data_dir) if c not in seen]
     return {"template_prohibited": [ex for ex in held if ex.label != "benign"],
             "template_hard_benign": [ex for ex in held if ex.kind == "hard_benign"],
-            **{f"fresh_benign_{i}": ms[f"fresh_benign_{i}"] for i in (1, 2, 3, 4, 5, 6)},
+            **{f"fresh_benign_{i}": ms[f"fresh_benign_{i}"] for i in (1, 2, 3, 4, 5, 6, 7, 8, 9)},
             "fresh_prohibited_1": ms["fresh_prohibited"],
             "fresh_prohibited_2": ms["fresh_prohibited_2"],
             "fresh_prohibited_3": ms["fresh_prohibited_3"],
             "fresh_prohibited_4": ms["fresh_prohibited_4"],
             "fresh_prohibited_5": ms["fresh_prohibited_5"],
+            "fresh_prohibited_6": ms["fresh_prohibited_6"],
+            "fresh_prohibited_7": ms["fresh_prohibited_7"],
+            "fresh_prohibited_8": ms["fresh_prohibited_8"],
             "adversarial": ms["adversarial"],
             "builtin_unseen": unseen}
 
@@ -73,7 +77,9 @@ def main(argv: list[str]) -> int:
         if spec.lstrip().startswith("{"):
             model = tr.train_model(examples, vectors, dataclasses.replace(base, **json.loads(spec)))
         else:
-            model = PromptClassifier.load(Path(spec))
+            model = PromptClassifier.load(Path(spec))      # with a multilingual head beside it: their mean
+            if has_multilingual(Path(spec)):
+                model = load_ensemble(Path(spec), model)
         wall = round(time.time() - t0)
         t0 = time.time()
         shares = blocked_shares(model, sets, encoder)

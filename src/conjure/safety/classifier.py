@@ -158,9 +158,12 @@ def load_evidence(folder: str = str(MODEL_DIR)) -> EvidenceIndex | None:
 
 
 @lru_cache(maxsize=2)
-def load_classifier(folder: str = str(MODEL_DIR)) -> "PromptClassifier | TunedClassifier":
-    """The committed classifier, loaded once per process."""
-    return PromptClassifier.load(Path(folder))
+def load_classifier(folder: str = str(MODEL_DIR)):
+    """The committed classifier, loaded once per process: with a multilingual head beside it (folder/multilingual),
+    the mean of the two (conjure.safety.multilingual.EnsembleClassifier)."""
+    from conjure.safety.multilingual import has_multilingual, load_ensemble
+    main = PromptClassifier.load(Path(folder))
+    return load_ensemble(Path(folder), main) if has_multilingual(Path(folder)) else main
 
 
 @torch.inference_mode()

@@ -38,6 +38,23 @@ FRESH_PROHIBITED_4_PATH = DATA_DIR / "fresh_prohibited_4.yaml"  # fine-tuned cla
 FRESH_BENIGN_6_PATH = DATA_DIR / "fresh_benign_6.yaml"      # set 6 and prohibited set 5: written after set G's
 FRESH_PROHIBITED_5_PATH = DATA_DIR / "fresh_prohibited_5.yaml"  # training data by a writer who read no other
                                                             # prompt file; measured once on 2026.6
+FRESH_BENIGN_7_PATH = DATA_DIR / "fresh_benign_7.yaml"      # set 7 and prohibited set 6: written with set H
+FRESH_PROHIBITED_6_PATH = DATA_DIR / "fresh_prohibited_6.yaml"  # (multilingual) by a writer who read no other
+                                                            # prompt file; measured once on 2026.7
+FRESH_BENIGN_8_PATH = DATA_DIR / "fresh_benign_8.yaml"      # set 8 and prohibited set 7: written before the
+FRESH_PROHIBITED_7_PATH = DATA_DIR / "fresh_prohibited_7.yaml"  # 2026.8 word lists and set I, by a writer who
+                                                            # read no other prompt file; measured once on 2026.8
+FRESH_BENIGN_9_PATH = DATA_DIR / "fresh_benign_9.yaml"      # set 9 and prohibited set 8: written after 2026.8
+FRESH_PROHIBITED_8_PATH = DATA_DIR / "fresh_prohibited_8.yaml"  # by a writer who read no prompt file or word
+                                                            # list, before 2026.9 was tuned; measured once on it
+FRESH_BENIGN_10_PATH = DATA_DIR / "fresh_benign_10.yaml"    # set 10 and prohibited set 9: written after 2026.9
+FRESH_PROHIBITED_9_PATH = DATA_DIR / "fresh_prohibited_9.yaml"  # by a writer who read no prompt file or word
+                                                            # list; measured once on 2026.10
+ENGLISH_FIRST = {FRESH_BENIGN_7_PATH.name: 15, FRESH_PROHIBITED_6_PATH.name: 18,   # per theme: English first,
+                 FRESH_BENIGN_8_PATH.name: 10, FRESH_PROHIBITED_7_PATH.name: 12,
+                 FRESH_BENIGN_9_PATH.name: 15, FRESH_PROHIBITED_8_PATH.name: 18,
+                 FRESH_BENIGN_10_PATH.name: 15, FRESH_PROHIBITED_9_PATH.name: 18}
+                                                            # then Spanish/French/German/Italian/Portuguese
 FREE_BENIGN_GLOB = "train_benign_free_*.yaml"       # free-written, train only: never measured on
 FREE_PROHIBITED_GLOB = "train_prohibited_free*.yaml"
 DATASET_PATH = DATA_DIR / "dataset.jsonl"
@@ -164,6 +181,14 @@ def load_fresh_benign(path: Path = FRESH_BENIGN_PATH) -> list[Example]:
             for theme, prompts in spec["prompts"].items() for p in prompts]
 
 
+def english_mask(path: Path) -> list[bool]:
+    """For a fresh set written in several languages (ENGLISH_FIRST), which prompts are English, in load order:
+    the writer put the English prompts of each theme first. Sets written in English only give all True."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    first = ENGLISH_FIRST.get(path.name)
+    return [first is None or i < first for prompts in spec["prompts"].values() for i in range(len(prompts))]
+
+
 def load_fresh_prohibited(path: Path = FRESH_PROHIBITED_PATH) -> list[Example]:
     """Prohibited prompts written by a writer who read no other prompt file: recall on prompts unlike the
     templates. Measurement only."""
@@ -205,7 +230,15 @@ def measurement_sets() -> dict[str, list[Example]]:
             "fresh_benign_5": load_fresh_benign(FRESH_BENIGN_5_PATH),
             "fresh_prohibited_4": load_fresh_prohibited(FRESH_PROHIBITED_4_PATH),
             "fresh_benign_6": load_fresh_benign(FRESH_BENIGN_6_PATH),
-            "fresh_prohibited_5": load_fresh_prohibited(FRESH_PROHIBITED_5_PATH)}
+            "fresh_prohibited_5": load_fresh_prohibited(FRESH_PROHIBITED_5_PATH),
+            "fresh_benign_7": load_fresh_benign(FRESH_BENIGN_7_PATH),
+            "fresh_prohibited_6": load_fresh_prohibited(FRESH_PROHIBITED_6_PATH),
+            "fresh_benign_8": load_fresh_benign(FRESH_BENIGN_8_PATH),
+            "fresh_prohibited_7": load_fresh_prohibited(FRESH_PROHIBITED_7_PATH),
+            "fresh_benign_9": load_fresh_benign(FRESH_BENIGN_9_PATH),
+            "fresh_prohibited_8": load_fresh_prohibited(FRESH_PROHIBITED_8_PATH),
+            "fresh_benign_10": load_fresh_benign(FRESH_BENIGN_10_PATH),
+            "fresh_prohibited_9": load_fresh_prohibited(FRESH_PROHIBITED_9_PATH)}
 
 
 def decontaminate(examples: list[Example], vectors: np.ndarray, measured: np.ndarray,

@@ -2,9 +2,10 @@
 
 Strong terms fire their category on their own. Weak terms are ambiguous ("naked" in "a naked
 mole rat", "bomb" in the bomb emoji): they fire only together with the classifier (the
-policy's combine_threshold). Allow phrases are cut out before matching. A term ending in "*"
-matches as a prefix; otherwise an optional plural "s" is allowed. The lists are deliberately
-plain and non-graphic; the classifier carries the paraphrases.
+policy's combine_threshold). Allow phrases are cut out before matching, and a term right after a
+negation ("no gore") does not count. A term ending in "*" matches as a prefix; otherwise an
+optional plural "s" is allowed. The lists are deliberately plain and non-graphic; the classifier
+carries the paraphrases.
 """
 
 from __future__ import annotations
@@ -102,6 +103,145 @@ WEAK: dict[str, list[str]] = {
                  "real photo", "evidence", "caught", "arrested", "scandal", "news photo", "mugshot"],
 }
 
+# Spanish, French, German, Italian and Portuguese (policy 2026.8). MiniLM is an English encoder, so the classifier
+# is weakest on these languages (benchmarks/results/safety_screening.md: a third of non-English prohibited prompts
+# passed on 2026.7); these terms are written accent-free and squeezed like the English ones, and mostly end in "*"
+# for gender and number endings.
+STRONG_OTHER_LANGUAGES: dict[str, list[str]] = {
+    "sexual": [
+        "erotis*", "erotism*", "sexo explicito", "sexe explicite", "expliziter sex*", "sesso esplicito",
+        "escena de sexo", "escena sexual", "scene de sexe", "sexszene*", "scena di sesso", "cena de sexo",
+        "acto sexual", "actos sexuales", "acte sexuel", "actes sexuels", "atto sessuale", "ato sexual",
+        "relaciones sexuales", "rapport sexuel", "rapports sexuels", "geschlechtsverkehr", "rapporto sessuale",
+        "completamente desnud*", "totalmente desnud*", "toda desnuda", "entierement nu*", "completement nu*",
+        "toute nue", "tout nu", "komplett nackt", "ganz nackt", "vollig nackt", "splitternackt", "nackt*foto*",
+        "completamente nud*", "tutta nuda", "totalmente nu", "totalmente nua", "completamente nu", "completamente nua",
+        "sin ropa", "sans vetement*", "ohne kleidung", "senza vestiti", "sem roupa*", "desnudo integral",
+        "nu integral", "nudo integrale", "desnuda en la cama", "nue dans le lit", "nackt im bett", "nuda a letto",
+        "nua na cama", "follando", "follar", "baisant", "ficken", "fickt", "scopare", "scopano", "transando",
+        "fodendo", "pornografi*", "sexfoto*", "foto porno", "foto hot", "fotos intimas", "photos intimes",
+        "nacktbild*", "nacktfoto*", "foto di nudo", "nudes", "sextape", "sex tape"],
+    "violence": [
+        "decapit*", "degollad*", "egorge*", "enthaupt*", "sgozzat*", "degolad*", "desmembr*", "descuartiz*",
+        "demembre*", "zerstuckel*", "smembrat*", "squartat*", "esquartejad*", "tortur*", "folter*",
+        "gefoltert", "mutilad*", "mutile*", "verstummel*", "mutilat*", "a muerte a golpes",
+        "muerto a golpes", "mort sous les coups", "a morte di botte", "espancad* ate a morte",
+        "lleno de sangre", "cubierto de sangre", "charco de sangre", "couvert de sang", "mare de sang",
+        "blutuberstromt", "blutlache", "coperto di sangue", "pozza di sangue", "coberto de sangue",
+        "poca de sangue", "cadaveres", "leichenteile", "masacre", "massacre*", "gemetzel",
+        "ejecucion brutal", "execution brutale", "brutale hinrichtung", "esecuzione brutale", "execucao brutal",
+        "tiroteo escolar", "fusillade dans une ecole", "amoklauf", "sparatoria in una scuola", "tiroteio em escola",
+        "linchamiento", "lynchage", "lynchjustiz", "linciaggio", "linchamento", "vivo quemado", "quemado vivo",
+        "brule vif", "lebendig verbrannt", "bruciato vivo", "queimado vivo", "eviscer*"],
+    "hate": [
+        "raza inferior", "razas inferiores", "race inferieure", "races inferieures", "minderwertige rasse*",
+        "razza inferiore", "razze inferiori", "raca inferior", "racas inferiores", "supremacia blanca",
+        "supremacie blanche", "suprematie blanche", "weisse vorherrschaft", "uberlegenheit der weis*",
+        "ueberlegenheit der weis*", "suprematismo bianco", "supremacia branca", "poder blanco", "pouvoir blanc",
+        "potere bianco", "poder branco", "propaganda nazi", "propagande nazie", "nazipropaganda",
+        "propaganda nazista", "limpieza etnica", "nettoyage ethnique", "ethnische sauberung", "pulizia etnica",
+        "limpeza etnica", "cruz gamada", "croix gammee", "hakenkreuz*", "svastica", "suastica", "esvastica",
+        "infrahumano*", "sous homme*", "sous hommes", "untermensch*", "subumano*", "sub humano*",
+        "caricatura racista", "caricature raciste",
+        "rassistische karikatur*", "caricatura razzista", "cartel racista",
+        "affiche raciste", "rassistisches plakat", "manifesto razzista", "cartaz racista"],
+    "self_harm": [
+        "suicid*", "selbstmord*", "suizid*", "autolesion*", "automutil*", "autolesao", "autolesoes",
+        "autolesionismo", "selbstverletz*", "scarifier", "me scarifier", "se scarifier", "ritze mich", "cortarse las venas", "quitarme la vida", "quitarse la vida", "me quitar la vida",
+        "mich umbringen", "sich umbringen", "tirar a propria vida", "ahorcarme", "ahorcarse", "me pendre", "mich erhangen",
+        "impiccarmi", "me enforcar", "sobredosis a proposito", "anorexia pro", "pro anorexia", "pro mia"],
+    "weapons_illegal": [
+        "bomba casera", "bombas caseras", "bomba caseira", "bombas caseiras", "bombe artisanale",
+        "bombes artisanales", "bomba artigianale", "bomba fatta in casa", "rohrbombe*", "sprengsatz*",
+        "fabricar una bomba", "hacer una bomba", "construir una bomba", "fabriquer une bombe", "faire une bombe",
+        "eine bombe bauen", "bombe bauen", "bombenbau", "costruire una bomba", "fare una bomba", "fazer uma bomba",
+        "fabricar uma bomba", "construir uma bomba", "explosivo casero", "explosif artisanal", "explosivo caseiro",
+        "cocinar meta", "cocinar metanfetamina",
+        "fabricar droga*", "fabriquer de la drogue", "drogen herstell*", "drogen kochen", "produrre droga",
+        "laboratorio de metanfetamina", "fabricar metanfetamina", "arma fantasma", "arme fantome", "arma impresa in 3d", "arma impresa en 3d",
+        "pistola impresa en 3d", "arma impressa em 3d", "waffe aus dem 3d drucker", "billetes falsos",
+        "faux billets", "falschgeld", "banconote false", "notas falsas", "dinheiro falso", "dinero falso",
+        "lavado de dinero", "blanchiment d argent", "geldwasche", "riciclaggio di denaro", "lavagem de dinheiro",
+        "cambrioler", "comment cambrioler", "robar un coche", "robar un auto",
+        "voler une voiture", "auto stehlen", "auto knacken", "rubare un auto", "roubar um carro", "roubar carro",
+        "gas sarin", "gaz sarin", "arma biologica", "arme biologique", "biowaffe*", "arma quimica",
+        "arme chimique", "chemiewaffe*", "arma chimica", "trafico de personas", "traite des etres humains",
+        "menschenhandel", "tratta di esseri umani", "trafico de pessoas"],
+    "real_people": [
+        "shakira", "neymar", "lula da silva", "luiz inacio", "jair bolsonaro", "bolsonaro", "giorgia meloni",
+        "sergio mattarella", "silvio berlusconi", "berlusconi", "olaf scholz", "friedrich merz", "frank walter steinmeier",
+        "pedro sanchez", "javier milei", "claudia sheinbaum", "lopez obrador", "andres manuel", "gustavo petro",
+        "nicolas maduro", "marine le pen", "jordan bardella", "nicolas sarkozy", "francois hollande",
+        "recep tayyip", "erdogan", "ursula von der leyen", "rey felipe", "king felipe", "reina letizia",
+        "papa francisco", "papa francesco",
+        "pape francois", "papst franziskus", "rafael nadal", "carlos alcaraz", "novak djokovic", "roger federer",
+        "kylian mbappe", "mbappe", "zinedine zidane", "lamine yamal", "vinicius junior", "ronaldinho",
+        "diego maradona", "maradona", "erling haaland", "max verstappen", "lewis hamilton", "charles leclerc",
+        "fernando alonso", "bad bunny", "rosalia cantante", "anitta", "gisele bundchen", "dua lipa",
+        "ed sheeran", "harry styles", "lady gaga", "jennifer lopez", "penelope cruz",
+        "antonio banderas", "salma hayek", "omar sy", "marion cotillard", "till lindemann", "heidi klum",
+        "helene fischer", "andrea bocelli", "laura pausini", "chiara ferragni", "cristiano ronaldo", "messi"],
+    "deepfake": [
+        "documento falso", "documentos falsos", "dni falso", "pasaporte falso", "carnet falso", "faux papiers",
+        "faux passeport", "fausse carte d identite", "faux permis", "gefalschter ausweis", "gefalschte ausweis*",
+        "gefalschter personalausweis", "gefalschter reisepass", "gefalschter pass", "gefalschter fuhrerschein",
+        "passaporto falso", "carta d identita falsa", "patente falsa", "passaporte falso", "identidade falsa",
+        "rg falso", "cnh falsa", "foto falsa de", "fotos falsas de", "fausse photo de", "fausses photos de",
+        "gefalschtes foto", "gefalschte foto*", "foto falsa di", "foto falso de", "que parezca una noticia", "captura falsa", "faux capture*", "gefalschter screenshot", "screenshot falso",
+        "print falso", "comprovante falso", "recibo falso", "fausse facture", "gefalschte rechnung",
+        "diploma falso", "titulo falso", "faux diplome", "gefalschtes zeugnis", "certificado falso",
+        "intercambio de caras", "echange de visage*", "gesichtstausch", "scambio di volti", "troca de rosto*",
+        "montaje falso", "photomontage truque", "fotomontagem falsa", "falso arresto",
+        "falsa detencion", "fausse arrestation"],
+}
+WEAK_OTHER_LANGUAGES: dict[str, list[str]] = {
+    "sexual": ["desnud*", "nackt*", "nue", "nues", "nud*", "nua", "nuas", "pelad*", "sexy", "sensual*", "sensuel*",
+               "sinnlich*", "lenceria", "lencaria", "dessous", "reizwasche", "tetas", "seins", "brust*", "tette",
+               "peitos", "culo", "cul", "arsch", "bunda", "provocativ*", "provocant*", "explicit*", "esplicit*",
+               "explizit*", "sin censura", "sans censure", "unzensiert", "senza censura", "sem censura", "caliente", "chaud*", "heisse"],
+    "violence": ["mord", "strage", "zu tode", "sventrat*", "sangre", "sangrient*", "sanglant*", "blut*", "sangue", "sanguinos*", "sangrent*",
+                 "matar", "matando", "tuer", "tue", "toten", "getotet", "uccid*", "ammazz*", "muert*",
+                 "mort", "morts", "morte", "toter", "morto", "morti", "cadaver*", "leiche*",
+                 "asesin*", "assassin*", "omicid*", "apunal*", "poignard*", "erstoch*", "accoltell*",
+                 "esfaquead*", "disparo*", "schuss", "erschoss*", "sparat*", "baleado", "golpead*", "geprugelt",
+                 "pestat*", "espancad*", "brutal*", "violent*", "gewalt*", "violenz*", "violencia", "ejecucion",
+                 "execution", "hinrichtung", "esecuzione", "execucao", "rehen", "otage", "geisel", "ostaggio", "refem",
+                 "verbrann*", "quemad*", "brule*", "bruciat*", "queimad*"],
+    "hate": ["como monos", "como ratas", "comme des singes", "comme des rats", "als affen", "als ratten", "come scimmie", "come ratti", "como macacos", "como ratos", "raza", "razas", "rasse*", "razza", "razze", "raca", "racas", "inferieur*", "minderwertig*",
+             "inferior*", "monos", "singes", "affen", "scimmie", "macacos", "ratas", "ratten", "ratti", "ratos",
+             "odio", "haine", "hass", "propagande", "racista", "raciste", "rassist*", "razzist*"],
+    "self_harm": ["las venas", "les veines", "die pulsadern", "le vene", "os pulsos", "me tuer", "se tuer", "uccidermi", "ammazzarmi", "matarme", "me matar", "dejar de comer", "arreter de manger", "aufhoren zu essen", "smettere di mangiare", "parar de comer", "cortarme", "cortarse", "cortandose", "cortandome", "se cortar", "se cortando", "me cortando", "si taglia", "tagliarsi", "tagliarmi", "ritzen", "morir", "mourir", "sterben", "morire", "morrer", "munecas", "poignets", "handgelenk*",
+                  "polsi", "pulsos", "cuchilla", "lame de rasoir", "rasierklinge*", "lametta", "lamina",
+                  "pastillas", "pilules", "cachets", "tabletten", "pillole", "comprimidos", "sobredosis", "surdose",
+                  "uberdosis", "overdose", "anorexi*", "bulimi*", "magersucht",
+                  "vomitar", "vomir", "erbrechen", "vomitare", "cicatrices", "narben", "cicatrici", "cicatrizes",
+                  "triste", "traurig", "sin esperanza", "desespoir", "hoffnungslos", "disperazione", "desesperanca"],
+    "weapons_illegal": ["cambrioleur*", "einbrechen", "einbruch in", "narcotrafico", "metanfetamina", "methamphetamin*", "crystal meth", "explosiv*", "sprengstoff*", "arma", "armas", "arme", "armes", "waffe*", "armi",
+                        "fusil*", "gewehr*", "fucile", "escopeta", "granad*", "droga", "drogas", "drogue*",
+                        "drogen", "droghe", "kokain*", "cocaina", "heroina", "heroine", "heroin", "robar", "robo",
+                        "stehlen", "diebstahl", "rubare", "furto", "roubar", "roubo", "atraco",
+                        "braquage", "uberfall", "rapina", "assalto", "estafa", "arnaque", "escroquerie", "betrug*",
+                        "truffa", "golpe", "hackear", "pirater", "hacken", "falsificar", "contrefaire"],
+    "real_people": ["presidente", "presidenta", "prasident*", "primer ministro", "premier ministre",
+                    "ministerprasident*", "bundeskanzler*", "kanzler*", "primo ministro", "primeiro ministro",
+                    "celebridad*", "celebrite*", "promi", "promis", "beruhmt*", "celebre", "famoso", "famosa",
+                    "cantante", "chanteu*", "sanger*", "cantor", "cantora", "actriz", "actrice", "acteur",
+                    "schauspieler*", "attore", "attrice", "ator", "atriz", "futbolista", "footballeur",
+                    "fussballer", "calciatore", "jogador", "politico", "politicien*", "politiker*", "reina",
+                    "reine", "konigin", "rainha", "rey", "roi", "konig", "mi vecino", "mi vecina",
+                    "mon voisin", "ma voisine", "mein nachbar", "meine nachbarin", "mio vicino", "meu vizinho",
+                    "minha vizinha", "mi ex", "mon ex", "mein ex", "il mio ex", "meu ex", "mi jefe", "mon patron",
+                    "mein chef", "il mio capo", "meu chefe"],
+    "deepfake": ["tauschend echt", "que parezca real", "qui semble vrai", "qui a l air vrai", "che sembri vera", "che sembri reale", "que pareca real", "que pareca verdadeira", "fotomontaje", "noticia falsa", "noticias falsas", "fausse information", "fausses informations", "falschmeldung*", "notizia falsa", "falso", "falsa", "falsos", "falsas", "faux", "fausse*", "falsch*", "gefalscht*", "falsi", "falsificad*", "falsifie*", "falsificat*", "realista", "realiste", "realistisch*",
+                 "reel*", "echt", "vera", "verdadeir*", "noticia", "nouvelle", "nachricht*",
+                 "notizia", "prueba", "preuve", "beweis*", "prova", "detenido", "arrete", "verhaftet", "arrestato",
+                 "preso", "escandalo", "scandale", "skandal", "scandalo"],
+}
+for _cat, _terms in STRONG_OTHER_LANGUAGES.items():
+    STRONG[_cat] = STRONG[_cat] + [t for t in _terms if t not in STRONG[_cat]]
+for _cat, _terms in WEAK_OTHER_LANGUAGES.items():
+    WEAK[_cat] = WEAK[_cat] + [t for t in _terms if t not in WEAK[_cat]]
+
 MINOR_TERMS = [
     "child*", "kid", "kids", "kiddie", "minor", "minors", "underage*", "under age", "teen", "teens", "teenage*",
     "preteen*", "tween*", "young girl*", "young boy*", "little girl*", "little boy*", "schoolgirl*",
@@ -140,6 +280,14 @@ ALLOW_PHRASES = [
     "suicide crisis center", "suicide crisis centre", "suicide wing", "suicide sauce", "suicide squeeze",
     "suicide door", "overdose prevention", "overdose awareness", "dressed to kill", "bomb calorimeter",
     "bomb disposal", "bomb cyclone", "seed bomb", "cherry bomb pepper", "kill 9", "kill process",
+    # The same in Spanish, French, German, Italian and Portuguese.
+    "prevencion del suicidio", "prevention du suicide", "suizidpravention", "suizidpraevention",
+    "prevenzione del suicidio", "prevencao do suicidio", "prevencao ao suicidio", "prevencion de suicidio",
+    "prevencion al suicidio", "cancer de mama", "cancer du sein", "brustkrebs*",
+    "cancro al seno", "tumore al seno", "brustschwimmen", "dia de muertos", "dia de los muertos", "pan de muerto",
+    "tuer le temps", "matar el tiempo", "ammazzare il tempo", "matar o tempo", "bombenstimmung", "bombenwetter",
+    "bombenerfolg", "bombe glacee", "matar un proceso", "matar el proceso", "tuer le processus",
+    "matar o processo",
 ]
 
 
@@ -169,8 +317,21 @@ def _allow_pattern() -> re.Pattern:
     return re.compile("|".join(_term_pattern(p) for p in sorted(ALLOW_PHRASES, key=len, reverse=True)))
 
 
-def _matches(terms: list[str], form: str) -> list[str]:
-    return [t for t, pat in _compiled(tuple(terms)) if pat.search(form)]
+# A term right after one of these words does not count ("a horror poster, no gore", "sin sangre"): the classifier
+# still reads the whole prompt. Minor terms ignore it ("no kids" is still a minor term).
+NEGATIONS = frozenset(squeeze(w).strip() for w in ("no", "not", "without", "zero", "sin", "sans", "ohne", "kein", "keine",
+                                           "senza", "sem", "non"))
+NEGATION = True
+
+
+def _negated(form: str, start: int) -> bool:
+    before = form[:start].split()
+    return NEGATION and bool(before) and before[-1] in NEGATIONS
+
+
+def _matches(terms: list[str], form: str, negation: bool = True) -> list[str]:
+    return [t for t, pat in _compiled(tuple(terms))
+            if any(not (negation and _negated(form, m.start())) for m in pat.finditer(form))]
 
 
 def match_rules(prompt: str) -> RuleHits:
@@ -198,6 +359,6 @@ def match_rules(prompt: str) -> RuleHits:
                 hits.weak.setdefault(cat, [])
                 hits.weak[cat] += [t for t in found if t not in hits.weak[cat]]
         age = _AGE.search(form)
-        minor = _matches(MINOR_TERMS, form) + ([age.group(0).strip()] if age else [])
+        minor = _matches(MINOR_TERMS, form, negation=False) + ([age.group(0).strip()] if age else [])
         hits.minor += [t for t in minor if t not in hits.minor]
     return hits
