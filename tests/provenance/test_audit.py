@@ -145,6 +145,20 @@ def test_staged_entries_are_flushed_once(url):
         assert s.scalar(select(func.count()).select_from(AuditPending)) == 0
 
 
+def test_a_lookup_finds_entries_still_staged(url):
+    """A client can read a job as succeeded before the worker appended its staged entries (the race CI hit
+    in the music API test): find() must append them first, once."""
+    first, second = record(prompt="just done", job_id="job-s"), record(prompt="other", job_id="job-t")
+    with session_factory(url)() as s, s.begin():
+        s.add_all([audit.stage(first, sha256_hex("fresh out")), audit.stage(second, sha256_hex("other out"))])
+    entries = audit.find(output_sha256=sha256_hex("fresh out"), url=url)
+    assert [e["job_id"] for e in entries] == ["job-s"]
+    with session_factory(url)() as s:                              # only the matching job was flushed
+        assert s.scalars(select(AuditPending.job_id)).all() == ["job-t"]
+    assert [e["job_id"] for e in audit.find(watermark_id=second.watermark_id, url=url)] == ["job-t"]
+    assert audit.flush_pending(url) == 0 and audit.verify(url).ok and audit.verify(url).entries == 2
+
+
 def test_redacting_a_staged_entry_redacts_what_is_appended(url):
     with session_factory(url)() as s, s.begin():
         s.add(audit.stage(record(prompt="secret", job_id="job-r"), sha256_hex("r"), prompt_mode="full"))

@@ -271,15 +271,36 @@ def verify(url: str | None = None) -> ChainReport:
 
 
 def find(watermark_id: int | None = None, output_sha256: str | None = None, url: str | None = None) -> list[dict]:
-    """Entries matching an output's sha256 (exact) or watermark id, newest first, as dicts."""
+    """Entries matching an output's sha256 (exact) or watermark id, newest first, as dicts.
+
+    Entries still staged for the matching outputs are appended first, so a lookup right after a job
+    succeeds finds its outputs."""
     if watermark_id is None and output_sha256 is None:
         raise ValueError("give a watermark id or an output sha256 to look up")
+    _flush_staged_for(output_sha256, url)
     stmt = select(AuditEntry).order_by(AuditEntry.seq.desc())
     stmt = stmt.where(AuditEntry.output_sha256 == output_sha256) if output_sha256 is not None \
         else stmt.where(AuditEntry.watermark_id == int(watermark_id))
     with get_engine(url).connect() as conn:
         rows = conn.execute(stmt).all()
     return [entry_dict(r) for r in rows]
+
+
+def _flush_staged_for(output_sha256: str | None, url: str | None) -> None:
+    """Append the staged entries a lookup could match before it reads the chain.
+
+    The service commits a job together with its staged entries and appends them right after, so a client
+    can see the job succeed a moment before its entries are in the chain; a lookup in that moment must still
+    find them. A sha256 lookup flushes the jobs staged for that output; a watermark lookup flushes every
+    staged entry (the watermark id sits inside the staged fields). Both are idempotent.
+    """
+    stmt = select(AuditPending.job_id)
+    if output_sha256 is not None:
+        stmt = stmt.where(AuditPending.output_sha256 == output_sha256)
+    with get_engine(url).connect() as conn:
+        job_ids = sorted({row.job_id for row in conn.execute(stmt)})
+    if job_ids:
+        flush_pending(url, job_ids if output_sha256 is not None else None)
 
 
 def entry_dict(row) -> dict:
