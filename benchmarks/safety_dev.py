@@ -1,6 +1,6 @@
 """Development sweep for the safety prompt classifier: train recipe variants in memory and print the share
-blocked of each DEVELOPMENT set: template held-out prohibited and hard benign, fresh benign sets 1-9, fresh
-prohibited sets 1-8 (each measured once on the model of its time, development since), the adversarial set, and
+blocked of each DEVELOPMENT set: template held-out prohibited and hard benign, fresh benign sets 1-10, fresh
+prohibited sets 1-9 (each measured once on the model of its time, development since), the adversarial set, and
 built-in captions outside the train split; for a prohibited set also its lowest per-category share ("..._min").
 It never reads a set kept for a final measurement. Each argument is a JSON recipe override (`{"finetune_layers":
 1}` fine-tunes MiniLM's top layer) or a saved model folder to measure as it is; an optional first argument
@@ -34,7 +34,7 @@ def dev_sets(held: list[ds.Example]) -> dict[str, list[ds.Example]]:
               for c in ds.builtin_captions(get_settings().data_dir) if c not in seen]
     return {"template_prohibited": [ex for ex in held if ex.label != "benign"],
             "template_hard_benign": [ex for ex in held if ex.kind == "hard_benign"],
-            **{f"fresh_benign_{i}": ms[f"fresh_benign_{i}"] for i in (1, 2, 3, 4, 5, 6, 7, 8, 9)},
+            **{f"fresh_benign_{i}": ms[f"fresh_benign_{i}"] for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)},
             "fresh_prohibited_1": ms["fresh_prohibited"],
             "fresh_prohibited_2": ms["fresh_prohibited_2"],
             "fresh_prohibited_3": ms["fresh_prohibited_3"],
@@ -43,6 +43,7 @@ def dev_sets(held: list[ds.Example]) -> dict[str, list[ds.Example]]:
             "fresh_prohibited_6": ms["fresh_prohibited_6"],
             "fresh_prohibited_7": ms["fresh_prohibited_7"],
             "fresh_prohibited_8": ms["fresh_prohibited_8"],
+            "fresh_prohibited_9": ms["fresh_prohibited_9"],
             "adversarial": ms["adversarial"],
             "builtin_unseen": unseen}
 

@@ -224,7 +224,8 @@ def test_bad_prompt_is_a_value_error(bad, policy):
 
 @pytest.mark.parametrize("name", ["fresh_benign", "fresh_benign_2", "fresh_benign_3", "fresh_benign_4",
                                   "fresh_benign_5", "fresh_benign_6", "fresh_benign_7",
-                                  "fresh_benign_8", "fresh_benign_9", "fresh_benign_10"])
+                                  "fresh_benign_8", "fresh_benign_9", "fresh_benign_10",
+                                  "fresh_benign_11"])
 def test_fresh_benign_set_is_independent_of_the_training_data(name):
     """Each fresh hard benign set (written apart from the training data) shares no prompt with what the
     classifier trains on, holds no duplicates, and covers several themes."""
@@ -242,9 +243,10 @@ def test_fresh_benign_set_is_independent_of_the_training_data(name):
                                                 ("fresh_benign_8", 160, 240), ("fresh_prohibited_7", 84, 126),
                                                 ("fresh_benign_9", 240, 160), ("fresh_prohibited_8", 126, 84),
                                                 ("fresh_benign_10", 240, 160), ("fresh_prohibited_9", 126, 84),
+                                                ("fresh_benign_11", 240, 160), ("fresh_prohibited_10", 126, 84),
                                                 ("fresh_benign_6", 400, 0)])
 def test_english_mask_splits_the_multilingual_sets(name, english, other):
-    """Sets 7-10 and prohibited 6-9 put each theme's English prompts first: the mask counts them, and the prompts it
+    """Sets 7-11 and prohibited 6-10 put each theme's English prompts first: the mask counts them, and the prompts it
     calls English seldom use a letter outside ASCII or a common non-English word, while most of the others do."""
     from conjure.safety.dataset import DATA_DIR, english_mask
     path = DATA_DIR / f"{name}.yaml"

@@ -50,10 +50,14 @@ FRESH_PROHIBITED_8_PATH = DATA_DIR / "fresh_prohibited_8.yaml"  # by a writer wh
 FRESH_BENIGN_10_PATH = DATA_DIR / "fresh_benign_10.yaml"    # set 10 and prohibited set 9: written after 2026.9
 FRESH_PROHIBITED_9_PATH = DATA_DIR / "fresh_prohibited_9.yaml"  # by a writer who read no prompt file or word
                                                             # list; measured once on 2026.10
+FRESH_BENIGN_11_PATH = DATA_DIR / "fresh_benign_11.yaml"    # set 11 and prohibited set 10: written after
+FRESH_PROHIBITED_10_PATH = DATA_DIR / "fresh_prohibited_10.yaml"  # 2026.10 by a writer who read no prompt file
+                                                            # or word list, before 2026.11 was tuned
 ENGLISH_FIRST = {FRESH_BENIGN_7_PATH.name: 15, FRESH_PROHIBITED_6_PATH.name: 18,   # per theme: English first,
                  FRESH_BENIGN_8_PATH.name: 10, FRESH_PROHIBITED_7_PATH.name: 12,
                  FRESH_BENIGN_9_PATH.name: 15, FRESH_PROHIBITED_8_PATH.name: 18,
-                 FRESH_BENIGN_10_PATH.name: 15, FRESH_PROHIBITED_9_PATH.name: 18}
+                 FRESH_BENIGN_10_PATH.name: 15, FRESH_PROHIBITED_9_PATH.name: 18,
+                 FRESH_BENIGN_11_PATH.name: 15, FRESH_PROHIBITED_10_PATH.name: 18}
                                                             # then Spanish/French/German/Italian/Portuguese
 FREE_BENIGN_GLOB = "train_benign_free_*.yaml"       # free-written, train only: never measured on
 FREE_PROHIBITED_GLOB = "train_prohibited_free*.yaml"
@@ -238,7 +242,9 @@ def measurement_sets() -> dict[str, list[Example]]:
             "fresh_benign_9": load_fresh_benign(FRESH_BENIGN_9_PATH),
             "fresh_prohibited_8": load_fresh_prohibited(FRESH_PROHIBITED_8_PATH),
             "fresh_benign_10": load_fresh_benign(FRESH_BENIGN_10_PATH),
-            "fresh_prohibited_9": load_fresh_prohibited(FRESH_PROHIBITED_9_PATH)}
+            "fresh_prohibited_9": load_fresh_prohibited(FRESH_PROHIBITED_9_PATH),
+            "fresh_benign_11": load_fresh_benign(FRESH_BENIGN_11_PATH),
+            "fresh_prohibited_10": load_fresh_prohibited(FRESH_PROHIBITED_10_PATH)}
 
 
 def decontaminate(examples: list[Example], vectors: np.ndarray, measured: np.ndarray,
