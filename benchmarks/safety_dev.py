@@ -8,6 +8,9 @@ base=JSON overrides the recipe for every variant:
 
     CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py '{"finetune_layers": 0}' '{"finetune_layers": 1}'
     CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py models/safety-prompt
+    CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py models/safety-prompt@0.6   # the USE head's share
+    CONJURE_HOME=.cache/conjure python benchmarks/safety_dev.py models/safety-prompt 'policy={}' \
+        'policy={"combine_threshold": 0.25}'        # each policy override applied to every category
 """
 import dataclasses
 import json
@@ -23,6 +26,7 @@ from conjure.safety import dataset as ds
 from conjure.safety import train as tr
 from conjure.safety.classifier import PromptClassifier
 from conjure.safety.multilingual import has_multilingual, load_ensemble
+from conjure.safety.policy import load_policy
 from conjure.safety.prompt import screen_prompts
 from conjure.text import get_text_encoder
 
@@ -48,11 +52,32 @@ def dev_sets(held: list[ds.Example]) -> dict[str, list[ds.Example]]:
             "builtin_unseen": unseen}
 
 
-def blocked_shares(model, sets: dict[str, list[ds.Example]], encoder) -> dict[str, float]:
+class _Memo:
+    """A classifier whose scores are remembered per prompt, so that several policies screen the same prompts
+    without scoring them again."""
+
+    def __init__(self, model):
+        self.model, self.labels, self.seen = model, model.labels, {}
+
+    def scores(self, prompts: list[str], encoder=None):
+        todo = [p for p in dict.fromkeys(prompts) if p not in self.seen]
+        if todo:
+            probs, vectors = self.model.scores(todo, encoder)
+            self.seen.update({p: (probs[i], vectors[i]) for i, p in enumerate(todo)})
+        return (np.stack([self.seen[p][0] for p in prompts]), np.stack([self.seen[p][1] for p in prompts]))
+
+
+def with_overrides(policy, overrides: dict):
+    """The policy with the same field overrides (threshold, combine_threshold, ...) in every category."""
+    return dataclasses.replace(policy, categories={c: dataclasses.replace(r, **overrides)
+                                                   for c, r in policy.categories.items()})
+
+
+def blocked_shares(model, sets: dict[str, list[ds.Example]], encoder, policy=None) -> dict[str, float]:
     out = {}
     for name, rows in sets.items():
-        blocked = np.array([v.blocked for v in screen_prompts([ex.prompt for ex in rows], encoder=encoder,
-                                                               classifier=model)])
+        blocked = np.array([v.blocked for v in screen_prompts([ex.prompt for ex in rows], policy=policy,
+                                                               encoder=encoder, classifier=model)])
         out[name] = round(float(blocked.mean()), 4)
         if "prohibited" in name or name == "adversarial":
             labels = np.array([ex.label for ex in rows])
@@ -65,6 +90,8 @@ def main(argv: list[str]) -> int:
     base = tr.load_recipe(tr.DEFAULT_RECIPE)
     if argv and argv[0].startswith("base="):
         base = dataclasses.replace(base, **json.loads(argv.pop(0)[5:]))
+    policies = [json.loads(a[7:]) for a in argv if a.startswith("policy=")] or [{}]
+    argv = [a for a in argv if not a.startswith("policy=")]
     examples = tr.build_examples(base)
     vectors = tr.embed_cached([ex.prompt for ex in examples])
     measured = [ex.prompt for rows in ds.measurement_sets().values() for ex in rows]
@@ -77,15 +104,19 @@ def main(argv: list[str]) -> int:
         t0 = time.time()
         if spec.lstrip().startswith("{"):
             model = tr.train_model(examples, vectors, dataclasses.replace(base, **json.loads(spec)))
-        else:
-            model = PromptClassifier.load(Path(spec))      # with a multilingual head beside it: their mean
-            if has_multilingual(Path(spec)):
-                model = load_ensemble(Path(spec), model)
+        else:                                              # FOLDER or FOLDER@W (W: the multilingual head's share)
+            folder, _, weight = spec.partition("@")
+            model = PromptClassifier.load(Path(folder))    # with a multilingual head beside it: their mean
+            if has_multilingual(Path(folder)):
+                model = load_ensemble(Path(folder), model, float(weight) if weight else None)
         wall = round(time.time() - t0)
-        t0 = time.time()
-        shares = blocked_shares(model, sets, encoder)
-        print(spec, f"(trained or loaded in {wall} s, screened in {time.time() - t0:.0f} s)", json.dumps(shares),
-              flush=True)
+        model = _Memo(model)
+        for overrides in policies:
+            t0 = time.time()
+            shares = blocked_shares(model, sets, encoder, with_overrides(load_policy(), overrides))
+            label = spec + (f" policy={json.dumps(overrides)}" if overrides else "")
+            print(label, f"(trained or loaded in {wall} s, screened in {time.time() - t0:.0f} s)", json.dumps(shares),
+                  flush=True)
     return 0
 
 

@@ -17,7 +17,7 @@ VIOLENT = "a massacre in the street, bodies everywhere, photorealistic"
 def test_allowed_prompt_exits_0():
     r = runner.invoke(app, ["safety", "screen", "a red apple on a white background"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.startswith("allowed: allow") and "[policy 2026.10]" in r.stdout
+    assert r.stdout.startswith("allowed: allow") and "[policy 2026.11]" in r.stdout
 
 
 def test_refused_prompt_exits_3_and_says_why():
@@ -31,7 +31,7 @@ def test_json_verdict():
     assert r.exit_code == 3
     v = json.loads(r.stdout)
     assert (v["allowed"], v["action"], v["category"], v["stage"]) == (False, "block", "violence", "prompt")
-    assert v["policy_version"] == "2026.10" and v["check"] in ("rule", "classifier", "combination")
+    assert v["policy_version"] == "2026.11" and v["check"] in ("rule", "classifier", "combination")
     assert v["details"]["negative_prompt"].startswith("blurry, nsfw")
     r = runner.invoke(app, ["safety", "screen", "a cup of coffee", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["allowed"] is True

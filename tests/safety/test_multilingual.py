@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conjure.safety.classifier import MODEL_DIR, load_classifier
-from conjure.safety.multilingual import (SUBFOLDER, EnsembleClassifier, MultilingualClassifier, has_multilingual,
+from conjure.safety.multilingual import (DEFAULT_WEIGHT, SUBFOLDER, EnsembleClassifier, MultilingualClassifier,
+                                         ensemble_weight, has_multilingual, load_ensemble, save_ensemble_weight,
                                          use_vectors)
 
 
@@ -44,6 +45,23 @@ def test_ensemble_is_the_mean_and_keeps_the_main_vectors():
     assert ens.labels == ("benign", "hate")
     with pytest.raises(ValueError, match="label order"):
         EnsembleClassifier(_Fixed(("benign", "hate"), [1, 0]), _Fixed(("hate", "benign"), [1, 0]))
+
+
+def test_ensemble_weight_mixes_and_is_saved_beside_the_head(tmp_path):
+    ens = EnsembleClassifier(_Fixed(("benign", "hate"), [0.2, 0.8]), _Fixed(("benign", "hate"), [0.6, 0.4]), 0.75)
+    assert np.allclose(ens.scores(["x"])[0], [[0.5, 0.5]])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        EnsembleClassifier(_Fixed(("benign",), [1]), _Fixed(("benign",), [1]), 1.5)
+    labels = ("benign", "hate")
+    MultilingualClassifier.new(labels, hidden=8, dropout=0.0).save(tmp_path / SUBFOLDER)
+    assert ensemble_weight(tmp_path) == DEFAULT_WEIGHT == 0.5          # no file: the plain mean
+    save_ensemble_weight(tmp_path, 0.7)
+    assert ensemble_weight(tmp_path) == 0.7
+    assert load_ensemble(tmp_path, main=_Fixed(labels, [1, 0])).weight == 0.7
+    assert load_ensemble(tmp_path, main=_Fixed(labels, [1, 0]), weight=0.2).weight == 0.2
+    (tmp_path / SUBFOLDER / "ensemble.json").write_text("{\"weight\": \"heavy\"}")
+    with pytest.raises(ValueError, match="ensemble.json"):
+        ensemble_weight(tmp_path)
 
 
 def test_the_committed_screen_reads_both_classifiers():

@@ -14,7 +14,7 @@ def _default() -> dict:
 
 
 def test_default_policy_covers_every_category(policy):
-    assert policy.version == "2026.10"
+    assert policy.version == "2026.11"
     assert set(policy.categories) == set(CATEGORIES)
     assert policy.categories["sexual_minors"].action == "block"
     assert policy.allowed_use_cases
@@ -39,7 +39,7 @@ def test_override_by_setting(tmp_path, monkeypatch, encoder):
     assert v.policy_version == "test-7"
     assert v.category == "violence" and v.action == "flag" and v.allowed
     monkeypatch.delenv("CONJURE_POLICY")
-    assert load_policy().version == "2026.10"
+    assert load_policy().version == "2026.11"
 
 
 def test_policy_setting_names_the_file(tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_policy_setting_names_the_file(tmp_path, monkeypatch):
     assert Settings().policy is None
     monkeypatch.setattr(conjure.config, "get_settings", lambda: Settings(policy=path))
     assert load_policy().version == "test-setting"
-    assert load_policy(DEFAULT_POLICY_PATH).version == "2026.10"      # an explicit path wins
+    assert load_policy(DEFAULT_POLICY_PATH).version == "2026.11"      # an explicit path wins
     monkeypatch.setattr(conjure.config, "get_settings", lambda: Settings(policy=tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match="missing.yaml"):
         load_policy()

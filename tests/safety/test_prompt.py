@@ -164,6 +164,21 @@ def test_benign_senses_in_other_languages_are_not_strong_terms():
         assert not match_rules(prompt).strong, (prompt, match_rules(prompt).strong)
 
 
+def test_giving_blood_stage_blood_and_playing_dead_match_no_term():
+    """Allow phrases of 2026.11 in the six languages cut the rule match (the classifier still reads the prompt),
+    and a real term beside them still counts."""
+    from conjure.safety.rules import match_rules
+    for prompt in ("blood donor day at the town hall, poster", "Plakat zur Blutspende: Spende Blut, rette Leben",
+                   "campaña para donar sangre en la universidad", "journée du don du sang, affiche",
+                   "doação de sangue no hospital, cartaz", "donazione di sangue, manifesto",
+                   "makeup artist with fake blood on a film set", "maquilleuse avec du faux sang",
+                   "mon chien fait le mort sur le canapé", "el perro se hace el muerto", "my dog playing dead",
+                   "robe couleur nude en dentelle", "dead pixel on a monitor, macro"):
+        hits = match_rules(prompt)
+        assert not hits.strong and not hits.weak, (prompt, hits)
+    assert "violence" in match_rules("fake blood beside a severed head, gore").strong
+
+
 def test_a_negated_term_does_not_count_but_minor_terms_always_do():
     from conjure.safety.rules import match_rules
     for prompt in ("horror movie poster, no gore", "crime novel cover without blood", "película de terror sin sangre",

@@ -52,6 +52,7 @@ class Recipe:
     finetune_batch: int = 32
     finetune_captions: int = 8000   # built-in captions kept for the fine-tuning stage (the head saw builtin_captions)
     multilingual_head: bool = False  # also fit a head over USE multilingual vectors (conjure.safety.multilingual)
+    multilingual_weight: float = 0.5  # that head's share of the screen's weighted mean (saved beside it)
     seed: int = 0
 
 
@@ -245,7 +246,7 @@ def train_multilingual(examples: list[ds.Example], train: list[int], held: list[
                        out: Path) -> dict:
     """The second head, over USE multilingual vectors of the same training prompts' normal forms (the screen
     averages the two; conjure.safety.multilingual). Saved to out/multilingual; returns its held-out metrics."""
-    from conjure.safety.multilingual import SUBFOLDER, MultilingualClassifier, use_vectors
+    from conjure.safety.multilingual import SUBFOLDER, MultilingualClassifier, save_ensemble_weight, use_vectors
     t0 = time.time()
     vectors = use_vectors([normalize(examples[i].prompt) for i in train + held])
     print(f"multilingual: {len(vectors)} USE vectors in {time.time() - t0:.0f} s", flush=True)
@@ -254,6 +255,7 @@ def train_multilingual(examples: list[ds.Example], train: list[int], held: list[
                model=MultilingualClassifier.new(ds.LABELS, recipe.hidden, recipe.dropout))
     metrics = heldout_metrics(head.probabilities(vectors[len(train):]), [examples[i] for i in held])
     head.save(out / SUBFOLDER, extra={"recipe": recipe.__dict__, "heldout": metrics})
+    save_ensemble_weight(out, recipe.multilingual_weight)
     return metrics
 
 
