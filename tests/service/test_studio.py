@@ -112,7 +112,9 @@ def test_the_page_serves_with_its_assets_and_every_control_has_a_label(studio, p
 
 
 def test_generate_shows_progress_then_the_images_with_metadata_verdicts_and_downloads(studio, page, tmp_path):
-    fill(page, "red apple", negative_prompt="blurry", n=2, seed=7, steps=6, guidance=3, scheduler="ddim", size=256)
+    # 25 steps: long enough that the page's event stream (polled every 0.25 s) sees a step preview before the
+    # job ends and its preview is cleared; with 6 steps a fast, idle machine could finish first
+    fill(page, "red apple", negative_prompt="blurry", n=2, seed=7, steps=25, guidance=3, scheduler="ddim", size=256)
     page.click("#generate")
     page.wait_for_selector("#jobs > li.job .live progress", timeout=5000)       # progress shows at once
     card = newest_card(page, "succeeded")
@@ -123,7 +125,7 @@ def test_generate_shows_progress_then_the_images_with_metadata_verdicts_and_down
         .every(i => i.complete && i.naturalWidth === 256)""")
     card.query_selector("details.params-box summary").click()
     params = card.query_selector(".params").inner_text()
-    for text in (MODEL, "256 px", "ddim", "6", "3", "fp32"):
+    for text in (MODEL, "256 px", "ddim", "25", "3", "fp32"):
         assert text in params
     assert "blurry" in card.query_selector(".neg").inner_text()
     card.query_selector("details.safety-box summary").click()
