@@ -102,7 +102,8 @@ def markdown(q: dict) -> str:
              f"| CLIP R@1 held-out concepts, real test images | {q['clip_r1_heldout_real']:.3f} |",
              f"| memorisation rate (real validation images) | {q['memorisation_rate']:.3f} "
              f"({q['memorisation_rate_real_validation']:.3f}) |",
-             f"| metrics on the held-out set (generation excluded) | {q['metric_seconds']} s |", "",
+             f"| metrics on the held-out set (generation excluded; budget 300 s; benchmarks/results/"
+             f"evaluation_metrics.md times the same section on stand-in images apart) | {q['metric_seconds']} s |", "",
              "| source | class-prompt accuracy held-out | real | in-vocabulary | CLIP R@1 in-vocab generated | real |",
              "|---|---|---|---|---|---|"]
     real = q.get("class_accuracy_real_by_source") or {}

@@ -143,3 +143,18 @@ def test_generated_images_are_cached_and_a_stopped_run_resumes(tiny_model_dir, t
     np.save(cached, np.load(cached)[:2])                                     # as if stopped after one batch
     resumed, _ = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
     assert calls == [1] and torch.equal(resumed, first)                      # only the missing image, same seed
+
+
+@pytest.mark.slow   # loads both evaluation networks
+def test_evaluate_measures_images_made_elsewhere(tiny_data, tmp_path, monkeypatch):
+    """images= measures given images (one per suite row) without loading a model; the wrong shape is refused."""
+    import torch
+    from conjure.evaluation import report
+    monkeypatch.setattr(report, "SUITES_DIR", tmp_path / "suites")
+    report.write_heldout_suite(list(tiny_data.sources), per_source=100, path=tmp_path / "suites" / "tiny.jsonl")
+    with pytest.raises(ValueError, match="one per suite row"):
+        report.evaluate("made-elsewhere", "tiny", 8, tmp_path / "bad", images=torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
+    given = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    m = report.evaluate("made-elsewhere", "tiny", 8, tmp_path / "out", images=given)
+    assert m["model"] == "made-elsewhere" and m["model_hash"] == "external" and m["n_samples"] == 8
+    assert m["generated"]["n_fake"] == 8 and m["metric_seconds"] > 0

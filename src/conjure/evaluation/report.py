@@ -192,11 +192,14 @@ def class_prompt_accuracy(by_source: dict[str, dict[str, float]]) -> dict[str, f
     return {s: v[CLASS_HEADS[s]] for s, v in by_source.items() if CLASS_HEADS.get(s) in v}
 
 
-def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = None, seed: int = 0) -> dict:
+def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = None, seed: int = 0,
+             images: torch.Tensor | None = None) -> dict:
     """Generate up to n images over the suite's prompts and measure them against real images with a floor.
 
     The per-source counts follow the real reference (conjure.evaluation.metrics.reference_pair), so that
-    generated and real sets mix the sources alike."""
+    generated and real sets mix the sources alike. `images` (uint8 (N, 3, 64, 64), one per suite row in
+    `suite_rows` order) measures images made elsewhere instead of generating; the report names `model` as
+    given and its hash as "external"."""
     from conjure.data.show import save_contact_sheet
     from conjure.evaluation.data import label_tensor, load_image_set
     from conjure.evaluation.metrics import class_accuracy, image_set_metrics, load_feature_net, reference_pair
@@ -211,7 +214,13 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     # 1. generate (timed separately from the metrics)
     t0 = time.time()
     from conjure.config import get_settings
-    fake, model_hash = generate(model, prompts, seed, steps, cache=get_settings().home / "cache" / "evaluations")
+    if images is None:
+        fake, model_hash = generate(model, prompts, seed, steps, cache=get_settings().home / "cache" / "evaluations")
+    else:
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, 64, 64) or len(images) != len(rows):
+            raise ValueError(f"images must be uint8 ({len(rows)}, 3, 64, 64), one per suite row; got "
+                             f"{images.dtype} {tuple(images.shape)}")
+        fake, model_hash = images, "external"
     gen_seconds = time.time() - t0
     # 2. image-set metrics against the real reference, and the floor: other real images against the same
     t1 = time.time()
