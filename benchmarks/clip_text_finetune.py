@@ -52,18 +52,18 @@ with torch.no_grad():
         STATES[2][s:s + 512] = h.half()
         STATES[1][s:s + 512] = layer4(h, mask[s:s + 512]).half()
 print(len(captions), "captions, base states", round(time.time() - t), "s", flush=True)
-states = STATES[1]
 cap = torch.tensor([ci[r["captions"][0]] for r in train.records])
 gid = {g: i for i, g in enumerate(sorted({r["group"] for r in train.records}))}
 groups = torch.tensor([gid[r["group"]] for r in train.records])
 
-def text_emb(top, head, idx):
+def text_emb(top, head, states, idx):
+    """Captions idx -> text embeddings: the tuned top layers over the cached states, pooled, then the head."""
     v = pool(top(states[idx].float(), mask[idx]), mask[idx])
     return head.encode_text(v)
 
-def val_r1(top, head):
+def val_r1(top, head, states):
     with torch.no_grad():
-        emb = torch.cat([text_emb(top, head, torch.arange(s, min(s + 1024, len(captions))))
+        emb = torch.cat([text_emb(top, head, states, torch.arange(s, min(s + 1024, len(captions))))
                          for s in range(0, len(captions), 1024)])
     of = {c: emb[i] for i, c in enumerate(captions)}
     out = {}
@@ -74,18 +74,17 @@ def val_r1(top, head):
     return out, round(sum(icons) / len(icons), 4), min(icons)
 
 def run(tune_layer: bool, epochs: int, lr_layer: float, lr_head: float, batch: int = 256, layers: int = 1):
-    global states
     states = STATES[layers]
     top = MiniLM(6 - layers, 6).load_package().requires_grad_(tune_layer)
     head = copy.deepcopy(clip).requires_grad_(False)
     for m in (head.text_proj, head.text_skip):
         m.requires_grad_(True)
     head.logit_scale.requires_grad_(True)
-    params = [{"params": [p for p in list(head.text_proj.parameters()) + list(head.text_skip.parameters())] + [head.logit_scale], "lr": lr_head}]
+    params = [{"params": [*head.text_proj.parameters(), *head.text_skip.parameters(), head.logit_scale], "lr": lr_head}]
     if tune_layer:
         params.append({"params": list(top.parameters()), "lr": lr_layer})
     opt = torch.optim.AdamW(params, weight_decay=0.05)
-    history = [{"epoch": "start", **dict(zip(("r1", "icon_mean", "icon_min"), val_r1(top, head)))}]
+    history = [{"epoch": "start", **dict(zip(("r1", "icon_mean", "icon_min"), val_r1(top, head, states)))}]
     print("start", history[-1], flush=True)
     steps = len(cap) // batch
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -102,11 +101,11 @@ def run(tune_layer: bool, epochs: int, lr_layer: float, lr_head: float, batch: i
             frac = k / total
             for g, b in zip(opt.param_groups, base_lrs):
                 g["lr"] = b * min(1.0, (k + 1) / 30) * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159)).item())
-            loss = head.loss(img_train[idx], text_emb(top, head, c), targets)
+            loss = head.loss(img_train[idx], text_emb(top, head, states, c), targets)
             opt.zero_grad(); loss.backward(); opt.step(); k += 1
         top.eval(); head.eval()
         history.append({"epoch": e, "loss": round(loss.item(), 3), "seconds": round(time.time() - t),
-                        **dict(zip(("r1", "icon_mean", "icon_min"), val_r1(top, head)))})
+                        **dict(zip(("r1", "icon_mean", "icon_min"), val_r1(top, head, states)))})
         print(history[-1], flush=True)
     return history
 
