@@ -4,7 +4,9 @@ The image side stays frozen (the committed conjure-clip's image embeddings of th
 side MiniLM's layers 0-4 are frozen (their states cached), and layer 5 (with tune_layer) and the committed text
 head train with the recipe's InfoNCE and match targets (same concept group or caption). Validation R@1 per
 source (100 distinct canonical captions, as the card) after every epoch; the test split is not read.
-Each argument is one variant as JSON. Writes benchmarks/results/clip_text_finetune.json and .md.
+Each argument is one variant as JSON. `--model DIR` starts from another CLIP folder than the committed one, and
+`--match caption` counts only the same caption as a match (the recipe key `match`; default here: group, as the
+first runs). Writes benchmarks/results/clip_text_finetune[-TAG].json and .md (`--tag TAG`).
 
     CONJURE_HOME=.cache/conjure python benchmarks/clip_text_finetune.py \
         '{"tune_layer": false, "epochs": 3, "lr_layer": 0, "lr_head": 0.0003}' \
@@ -13,9 +15,9 @@ Each argument is one variant as JSON. Writes benchmarks/results/clip_text_finetu
         '{"tune_layer": true, "epochs": 6, "lr_layer": 0.0005, "lr_head": 0.0003}' \\
         '{"tune_layer": true, "epochs": 4, "lr_layer": 0.0002, "lr_head": 0.0003, "layers": 2}'
 """
+import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,14 +26,20 @@ import torch
 from conjure.config import BUILTIN_MODELS_DIR
 from conjure.models.clip import ClipModel
 from conjure.evaluation.data import load_image_set
-from conjure.evaluation.train import clip_captions
+from conjure.evaluation.train import clip_captions, match_targets
 from conjure.evaluation.clip import embed_images, retrieval_among_distinct
-from conjure.safety.minilm import MiniLM, pool
+from conjure.text.minilm import MiniLM, pool
 from conjure.text import get_text_encoder
 
+parser = argparse.ArgumentParser()
+parser.add_argument("variants", nargs="+", help="one JSON object per variant")
+parser.add_argument("--model", default=str(BUILTIN_MODELS_DIR / "conjure-clip"))
+parser.add_argument("--match", choices=["group", "caption"], default="group")
+parser.add_argument("--tag", default="")
+ARGS = parser.parse_args()
 torch.set_num_threads(2); torch.manual_seed(0)
 SOURCES = ["noto", "twemoji", "mdi", "tabler", "lucide", "bootstrap", "fashion_mnist"]
-clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip").eval()
+clip = ClipModel.from_pretrained(Path(ARGS.model)).eval()
 train = load_image_set(SOURCES, "train", per_source_limit={"fashion_mnist": 1000}, seed=0)
 val = load_image_set(SOURCES, "validation")
 t = time.time()
@@ -97,7 +105,7 @@ def run(tune_layer: bool, epochs: int, lr_layer: float, lr_head: float, batch: i
         for j in range(steps):
             idx = perm[j * batch:(j + 1) * batch]
             c = cap[idx]
-            targets = ((groups[idx][:, None] == groups[idx][None]) | (c[:, None] == c[None])).float()
+            targets = match_targets(c, groups[idx] if ARGS.match == "group" else None)
             frac = k / total
             for g, b in zip(opt.param_groups, base_lrs):
                 g["lr"] = b * min(1.0, (k + 1) / 30) * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159)).item())
@@ -110,14 +118,16 @@ def run(tune_layer: bool, epochs: int, lr_layer: float, lr_head: float, batch: i
     return history
 
 results = []
-for spec in sys.argv[1:]:
+for spec in ARGS.variants:
     cfg = json.loads(spec)
     print("==", cfg, flush=True)
     results.append({"variant": cfg, "history": run(**cfg)})
 out = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-(out / "clip_text_finetune.json").write_text(json.dumps({"captions": len(captions), "threads": 2,
-                                                          "results": results}, indent=1) + "\n")
+stem = "clip_text_finetune" + (f"-{ARGS.tag}" if ARGS.tag else "")
+(out / f"{stem}.json").write_text(json.dumps({"captions": len(captions), "threads": 2, "model": ARGS.model,
+                                             "match": ARGS.match, "results": results}, indent=1) + "\n")
 lines = ["# conjure-clip: fine-tuning MiniLM's top layer on the text side (image side frozen)", "",
+         f"Start: `{ARGS.model}`; matches: {ARGS.match}.", "",
          "Validation R@1 among 100 distinct canonical captions per source (icon and emoji sources: mean and",
          "lowest; Fashion-MNIST among its 10). Written by `benchmarks/clip_text_finetune.py`; the test split is not",
          "read. The issue's target is R@1 >= 0.5 on the test split for every source.", "",
@@ -128,4 +138,4 @@ for r in results:
     for h in r["history"]:
         lines.append(f"| {name} | {h['epoch']} | " + " | ".join(str(h["r1"][s]) for s in SOURCES)
                      + f" | {h['icon_mean']} | {h['icon_min']} |")
-(out / "clip_text_finetune.md").write_text("\n".join(lines) + "\n")
+(out / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -11,6 +11,11 @@ prompts' sources and the CLIP score (conjure-clip) against each image's prompt, 
 
 Writes benchmarks/results/sampler_study.json, .md and .png (a preview when n < 500: say so when quoting it).
 
+Resumable: each configuration's images (and its NFE and seconds per image) are kept under
+$CONJURE_HOME/cache/sampler-study/, keyed by the model's hash, the prompts, n and the configuration, as soon as
+that configuration is done; a stopped study run again generates only what is missing, so the full study (about
+two CPU-hours, most of it DDPM's 1000 steps) can span sittings. Measuring is repeated each run (seconds).
+
     python benchmarks/sampler_study.py [--n 500] [--configs ddpm:1000 dpmpp_2m:20 ...] [--model conjure-tiny]
 """
 
@@ -103,6 +108,24 @@ def generate(pipe, prompts: list[dict], n: int, sampler: str, steps: int, batch:
     return x, owner, counter.per_image(len(images)), seconds / len(images)
 
 
+def cached_generate(cache: Path, pipe, prompts: list[dict], n: int, sampler: str, steps: int):
+    """`generate`, kept in `cache` under a key of the model's hash, the prompts, n and the configuration: the
+    file is written whole (a temporary name, then renamed) once the configuration is done."""
+    import hashlib
+    key = hashlib.sha256(json.dumps([pipe.components.model_hash, [p["prompt"] for p in prompts], n, sampler,
+                                     steps]).encode()).hexdigest()[:16]
+    path = cache / f"{sampler}-{steps}-n{n}-{key}.npz"
+    if path.is_file():
+        z = np.load(path)
+        return (torch.from_numpy(z["images"]), z["owner"].tolist(), float(z["nfe"]), float(z["seconds"]))
+    images, owner, nfe, s_img = generate(pipe, prompts, n, sampler, steps)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part.npz")
+    np.savez(tmp, images=images.numpy(), owner=np.array(owner), nfe=nfe, seconds=s_img)
+    tmp.replace(path)
+    return images, owner, nfe, s_img
+
+
 def mean_ci(values: torch.Tensor) -> tuple[float, list[float]]:
     """Mean and its normal-approximation 95% interval."""
     m, half = float(values.mean()), 1.96 * float(values.std()) / max(len(values), 1) ** 0.5
@@ -134,7 +157,6 @@ def matches(a: dict, ref: dict) -> dict:
 
 def load_tools(model: str, prompts: list[dict]) -> tuple:
     from conjure.config import BUILTIN_MODELS_DIR
-    from conjure.evaluation.clip import text_vectors
     from conjure.evaluation.data import load_image_set
     from conjure.evaluation.metrics import features_of, load_feature_net
     from conjure.models.clip import ClipModel
@@ -143,8 +165,7 @@ def load_tools(model: str, prompts: list[dict]) -> tuple:
     net = load_feature_net()
     clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
     real = load_image_set(sorted({p["source"] for p in prompts}), "test")
-    with torch.no_grad():
-        text = clip.encode_text(text_vectors([p["prompt"] for p in prompts]))          # (P, E)
+    text = clip.embed_captions([p["prompt"] for p in prompts])                         # (P, E)
     return pipe, {"net": net, "clip": clip, "text": text, "f_real": features_of(net, real.images),
                   "n_real": len(real.images)}
 
@@ -164,8 +185,10 @@ def main() -> None:
     prompts = study_prompts()
     pipe, tools = load_tools(args.model, prompts)
     rows = []
+    from conjure.config import get_settings
+    cache = get_settings().home / "cache" / "sampler-study"
     for sampler, steps in configs:
-        images, owner, nfe, s_img = generate(pipe, prompts, args.n, sampler, steps)
+        images, owner, nfe, s_img = cached_generate(cache, pipe, prompts, args.n, sampler, steps)
         rows.append({"sampler": sampler, "steps": steps, "nfe_per_image": nfe, "seconds_per_image": round(s_img, 3),
                      **measure(images, owner, tools, args.bootstrap)})
         print(json.dumps(rows[-1]), flush=True)

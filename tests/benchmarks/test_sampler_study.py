@@ -68,3 +68,19 @@ def test_configs_cover_the_study_and_parse(study):
     assert study.parse_config("euler:25") == ("euler", 25)
     with pytest.raises(argparse.ArgumentTypeError):
         study.parse_config("euler")
+
+
+def test_a_configuration_is_generated_once_and_then_read_back(study, pipe, tmp_path, monkeypatch):
+    """The study spans sittings: a configuration done before is read from the cache, not generated again."""
+    prompts = [{"prompt": "red apple"}, {"prompt": "bell icon"}]
+    images, owner, nfe, s_img = study.cached_generate(tmp_path, pipe, prompts, 2, "dpmpp_2m", 2)
+    assert images.shape == (2, 3, 64, 64) and owner == [0, 1] and nfe == 4
+    assert len(list(tmp_path.glob("dpmpp_2m-2-n2-*.npz"))) == 1
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated again")
+    monkeypatch.setattr(study, "generate", no_generation)
+    again = study.cached_generate(tmp_path, pipe, prompts, 2, "dpmpp_2m", 2)
+    assert torch.equal(again[0], images) and again[1:3] == (owner, nfe)
+    with pytest.raises(AssertionError, match="generated again"):     # another configuration is not cached
+        study.cached_generate(tmp_path, pipe, prompts, 2, "euler", 2)

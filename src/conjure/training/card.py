@@ -74,9 +74,23 @@ def _sittings(out: Path, log: list[dict], images_seen: int, precision: str = "bf
         sittings = []
     wall_s = max(r["elapsed_s"] for r in log) if log else 0.0
     sittings.append({"images_from": start, "images_to": images_seen, "wall_s": round(wall_s, 1),
-                     "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+                     "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
                      "precision": "bf16 autocast" if precision == "bf16" else "fp32"})
     return sittings
+
+
+def cpu_name() -> str:
+    """The processor's model name and whether it has native bf16 (AMX or AVX-512 BF16): CPUs differ by up to
+    5x in this model's training speed, so a sitting's wall time means little without it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{platform.machine()} CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+                f"{platform.machine()} CPU")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    native = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{name} ({', '.join(native)})" if native else name
 
 
 def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metrics, mhash, prompts) -> str:
@@ -136,8 +150,9 @@ sources is one group, an icon name across sets is one group). Captions come from
 ![samples](samples.png)
 
 ## Limits
-Trained far short of its budget on 2 CPU cores: see the images-seen figure above. Quality metrics
-(FID with conjure's own features, CLIP R@1, class accuracy) arrive with the evaluation harness.
+Trained short of its budget on 2 CPU cores: see the images-seen figure above. Quality (FID with conjure's own
+features, CLIP R@1, class-prompt accuracy against the issue's targets) is measured by `conjure evaluate` and
+reported in `benchmarks/results/quality_conjure_tiny.md`; check that its model hash is the one above.
 """
 
 
