@@ -62,6 +62,7 @@ def summarise(heldout: dict, invocab: dict) -> dict:
         "memorisation_rate": heldout["memorisation"]["generated"]["rate"],
         "memorisation_rate_real_validation": heldout["memorisation"]["real_validation"]["rate"],
         "metric_seconds": heldout["metric_seconds"], "generation_seconds": heldout["generation_seconds"],
+        "evaluators": heldout.get("evaluators"),
     }
     ratios = {"fid_ratio_to_floor": out["fid_conjure"] / out["fid_conjure_floor"],
               "clip_r1_generated_over_real": out["clip_r1_generated"] / out["clip_r1_real"]
@@ -73,6 +74,12 @@ def summarise(heldout: dict, invocab: dict) -> dict:
     return out
 
 
+def judged_well(q: dict) -> str:
+    """The sources whose class head reaches 0.8 on real unseen images, in words."""
+    good = [s for s, v in (q.get("class_accuracy_real_by_source") or {}).items() if v >= 0.8]
+    return ", ".join(good) if good else "no source"
+
+
 def markdown(q: dict) -> str:
     t = q["targets"]
     yes = {True: "met", False: "**missed**"}
@@ -82,9 +89,10 @@ def markdown(q: dict) -> str:
              f"suite (training concepts, reworded captions): {q['n_invocab']} images over its 600 prompts, per "
              "source in the same proportions as the real reference; its real R@1 uses one training image per "
              "prompt, which the CLIP itself trained on (under the canonical caption), so the generated/real ratio "
-             "errs low. Class-prompt accuracy is judged by conjure-features' heads, which reach 0.8 on real unseen "
-             "images only for the emoji sources (column 'real'). Features and CLIP are conjure's own (`_conjure`), "
-             "not Inception-v3 or OpenAI CLIP.", "",
+             f"errs low. Class-prompt accuracy is judged by conjure-features' heads, which reach 0.8 on real unseen "
+             f"images only for {judged_well(q)} (column 'real'). Features and CLIP are conjure's own (`_conjure`), "
+             "not Inception-v3 or OpenAI CLIP" + (" (weights sha256: " + ", ".join(
+                 f"{k} `{v}`" for k, v in q["evaluators"].items()) + ")" if q.get("evaluators") else "") + ".", "",
              "| target | value | goal | verdict |", "|---|---|---|---|",
              f"| fid_conjure / floor | {q['fid_conjure']:.2f} / {q['fid_conjure_floor']:.2f} = "
              f"{t['fid_ratio_to_floor']['value']:.2f} | {t['fid_ratio_to_floor']['target']} | "

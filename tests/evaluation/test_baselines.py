@@ -158,3 +158,8 @@ def test_evaluate_measures_images_made_elsewhere(tiny_data, tmp_path, monkeypatc
     m = report.evaluate("made-elsewhere", "tiny", 8, tmp_path / "out", images=given)
     assert m["model"] == "made-elsewhere" and m["model_hash"] == "external" and m["n_samples"] == 8
     assert m["generated"]["n_fake"] == 8 and m["metric_seconds"] > 0
+    from conjure.config import BUILTIN_MODELS_DIR
+    from conjure.training.cache import file_hash
+    clip_sha = file_hash(BUILTIN_MODELS_DIR / "conjure-clip" / "model.safetensors")
+    assert m["evaluators"]["conjure-clip"] == clip_sha[:16] and len(m["evaluators"]["conjure-features"]) == 16
+    assert clip_sha[:16] in (tmp_path / "out" / "report.md").read_text()

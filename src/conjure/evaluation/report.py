@@ -264,6 +264,7 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     val = load_image_set(suite_sources, "validation").images
     metrics.update(_retrieval_and_memorisation(net, clip, fake, val, test, rows, pool, seed))
     metrics["metric_seconds"] = round(time.time() - t1, 1)
+    metrics["evaluators"] = evaluator_hashes()
     # 6. the report folder
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,6 +311,14 @@ def _retrieval_and_memorisation(net, clip, fake: torch.Tensor, val: torch.Tensor
     }
 
 
+def evaluator_hashes() -> dict[str, str]:
+    """Short sha256 of the evaluation networks' weights: numbers compare only under the same hashes."""
+    from conjure.config import BUILTIN_MODELS_DIR
+    from conjure.training.cache import file_hash
+    return {name: file_hash(BUILTIN_MODELS_DIR / name / "model.safetensors")[:16]
+            for name in ("conjure-features", "conjure-clip")}
+
+
 def report_markdown(m: dict) -> str:
     keys = ["fid_conjure", "kid_conjure", "is_conjure", "precision_conjure", "recall_conjure"]
     g, f = m["generated"], m["floor"]
@@ -319,7 +328,8 @@ def report_markdown(m: dict) -> str:
              f"at 64x64 with conjure-features against {g['n_real']} {ref} images; the floor is "
              f"{f['n_fake']} {flo} images against the same {ref} images. Generation "
              f"{m['generation_seconds']} s, metrics {m['metric_seconds']} s. Metrics named `_conjure` use "
-             "conjure's own features, not Inception-v3.", ""]
+             "conjure's own features, not Inception-v3."
+             + ("".join(f" {k}: `{v}`." for k, v in m["evaluators"].items()) if m.get("evaluators") else ""), ""]
     if m.get("per_source"):
         lines += ["Images per source (generated and real alike): "
                   + ", ".join(f"{s} {k}" for s, k in m["per_source"].items()) + ".", ""]
