@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -12,8 +11,8 @@ from conjure.training.cache import file_hash
 
 
 def _compute() -> str:
-    return (f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, shared with other jobs")
+    from conjure.training.card import cpu_name
+    return f"CPU ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), shared with other jobs"
 
 
 def _finish(folder: Path, metrics: dict) -> str:
