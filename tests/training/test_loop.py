@@ -141,3 +141,12 @@ def test_init_from_warm_starts_a_new_run(tiny_data, tiny_vae_dir, tmp_path):
     sittings = json.loads((model / "metrics.json").read_text())["sittings"]
     assert [(s["images_from"], s["images_to"]) for s in sittings] == [(0, 32), (32, 64)]
     assert "| 2 | 32 -> 64 |" in (model / "README.md").read_text()
+
+
+def test_wall_time_of_a_resumed_run_counts_every_stretch():
+    from conjure.training.card import run_wall_seconds
+    log = [{"elapsed_s": 10.0}, {"elapsed_s": 50.0},      # first process, stopped
+           {"elapsed_s": 5.0}, {"elapsed_s": 30.0},       # resumed
+           {"elapsed_s": 12.5}]                           # resumed again
+    assert run_wall_seconds(log) == 92.5
+    assert run_wall_seconds([]) == 0.0

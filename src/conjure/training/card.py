@@ -72,11 +72,22 @@ def _sittings(out: Path, log: list[dict], images_seen: int, precision: str = "bf
     if log and log[0]["images_seen"] - 20 * 128 > start:   # this run did not continue the folder's count
         start = 0
         sittings = []
-    wall_s = max(r["elapsed_s"] for r in log) if log else 0.0
+    wall_s = run_wall_seconds(log)
     sittings.append({"images_from": start, "images_to": images_seen, "wall_s": round(wall_s, 1),
                      "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
                      "precision": "bf16 autocast" if precision == "bf16" else "fp32"})
     return sittings
+
+
+def run_wall_seconds(log: list[dict]) -> float:
+    """Wall time of a run from its log: each process (the first, and each --resume) logs seconds since it
+    started, so the clock falls back at every resume; the sum of each stretch's last value counts them all."""
+    total, last = 0.0, 0.0
+    for r in log:
+        if r["elapsed_s"] < last:
+            total += last
+        last = r["elapsed_s"]
+    return round(total + last, 1)
 
 
 def cpu_name() -> str:
