@@ -121,7 +121,8 @@ def markdown(q: dict) -> str:
         lines.append(f"| {s} | {v:.3f} | {real.get(s, nan):.3f} | {inv.get(s, nan):.3f} | "
                      f"{q['clip_r1_generated_by_source'].get(s, nan):.3f} | {q['clip_r1_real_by_source'].get(s, nan):.3f} |")
     lines += ["", f"Reproduce: `CONJURE_HOME=.cache/conjure .venv/bin/python benchmarks/quality.py --model {q['model']} "
-              f"--n {q['n_samples']} --n-invocab {q['n_invocab']}` ({q['machine']}).", ""]
+              f"--n {q['n_samples']} --n-invocab {q['n_invocab']}"
+              + (f" --threads {q['threads']}" if q.get("threads", 1) != 1 else "") + f"` ({q['machine']}).", ""]
     return "\n".join(lines)
 
 
@@ -131,16 +132,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--n-invocab", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (2 on an idle 2-core CPU)")
     args = ap.parse_args()
     from conjure.evaluation.report import evaluate
     runs = {}
     for suite, n in (("heldout", args.n), ("invocab", args.n_invocab)):
         out = RESULTS / f"evaluate-{args.model}-{suite}-n{n}"
         t0 = time.time()
-        runs[suite] = evaluate(args.model, suite, n, out, seed=args.seed)
+        runs[suite] = evaluate(args.model, suite, n, out, seed=args.seed, threads=args.threads)
         print(f"{suite}: {time.time() - t0:.0f} s -> {out}", flush=True)
     q = summarise(runs["heldout"], runs["invocab"])
-    q["machine"] = f"{platform.machine()} CPU, {platform.python_version()}"
+    from conjure.training.card import cpu_name
+    q["threads"] = args.threads
+    q["machine"] = f"{cpu_name()}, {args.threads} thread(s), Python {platform.python_version()}"
     name = args.model.replace("-", "_")
     (RESULTS / f"quality_{name}.json").write_text(json.dumps(q, indent=1, default=float) + "\n")
     (RESULTS / f"quality_{name}.md").write_text(markdown(q))

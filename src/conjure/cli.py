@@ -247,6 +247,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     bias_model: Annotated[str, typer.Option("--model", help="With MODEL = bias: the model to audit.")] = "conjure-tiny",
     n_per_prompt: Annotated[int, typer.Option(help="With MODEL = bias: images per prompt.")] = 16,
+    threads: Annotated[int, typer.Option(help="CPU threads (1 suits a shared, loaded machine).")] = 1,
 ) -> None:
     """Generate a prompt suite's images and write a report folder (metrics.json, report.md, samples.png):
     fid_conjure / kid_conjure / is_conjure / precision-recall beside the real-vs-real floor, class accuracy and
@@ -261,11 +262,11 @@ def evaluate(
             fail(str(e))
         typer.echo(str(out / "bias.md"))
         return
-    if n < 2:
-        fail("--n must be at least 2")
+    if n < 2 or threads < 1:
+        fail("--n must be at least 2 and --threads at least 1")
     out = out or Path("evaluations") / f"{model}-{suite}-{n}"
     try:
-        run_evaluation(model, suite, n, out, steps=steps, seed=seed)
+        run_evaluation(model, suite, n, out, steps=steps, seed=seed, threads=threads)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(str(out / "report.md"))

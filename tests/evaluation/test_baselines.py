@@ -163,3 +163,13 @@ def test_evaluate_measures_images_made_elsewhere(tiny_data, tmp_path, monkeypatc
     clip_sha = file_hash(BUILTIN_MODELS_DIR / "conjure-clip" / "model.safetensors")
     assert m["evaluators"]["conjure-clip"] == clip_sha[:16] and len(m["evaluators"]["conjure-features"]) == 16
     assert clip_sha[:16] in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args", [["--n", "1"], ["--threads", "0"]])
+def test_evaluate_refuses_bad_counts_and_writes_nothing(tmp_path, args):
+    from typer.testing import CliRunner
+    from conjure.cli import app
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["evaluate", "conjure-tiny", *args, "--out", str(out)])
+    assert result.exit_code == 2 and "--threads at least 1" in result.output
+    assert not out.exists()

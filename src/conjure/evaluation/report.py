@@ -192,19 +192,20 @@ def class_prompt_accuracy(by_source: dict[str, dict[str, float]]) -> dict[str, f
 
 
 def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = None, seed: int = 0,
-             images: torch.Tensor | None = None) -> dict:
+             images: torch.Tensor | None = None, threads: int = 1) -> dict:
     """Generate up to n images over the suite's prompts and measure them against real images with a floor.
 
     The per-source counts follow the real reference (conjure.evaluation.metrics.reference_pair), so that
     generated and real sets mix the sources alike. `images` (uint8 (N, 3, 64, 64), one per suite row in
     `suite_rows` order) measures images made elsewhere instead of generating; the report names `model` as
-    given and its hash as "external"."""
+    given and its hash as "external". `threads`: torch and ONNX Runtime threads (1 by default: on a shared, loaded
+    CPU one thread runs faster than two; on an idle one, more threads generate faster)."""
     from conjure.data.show import save_contact_sheet
     from conjure.evaluation.data import label_tensor, load_image_set
     from conjure.evaluation.metrics import class_accuracy, image_set_metrics, load_feature_net, reference_pair
     from conjure.models.clip import ClipModel
     from conjure.config import BUILTIN_MODELS_DIR
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     all_rows = read_suite(suite)
     suite_sources = sorted({r["source"] for r in all_rows})
     refs = reference_pair(suite_sources, n, seed)
@@ -225,6 +226,7 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     t1 = time.time()
     net = load_feature_net()
     metrics = {"model": model, "model_hash": model_hash, "suite": suite, "n_samples": len(rows), "seed": seed,
+               "threads": threads,
                "steps": steps, "generation_seconds": round(gen_seconds, 1), "per_source": refs.counts,
                "reference": refs.reference_name, "floor_images": refs.floor_name}
     metrics["generated"] = image_set_metrics(net, refs.reference, fake)
