@@ -142,7 +142,7 @@ def main() -> None:
         runs[suite] = evaluate(args.model, suite, n, out, seed=args.seed, threads=args.threads)
         print(f"{suite}: {time.time() - t0:.0f} s -> {out}", flush=True)
     q = summarise(runs["heldout"], runs["invocab"])
-    from conjure.training.card import cpu_name
+    from conjure.training.cpu import cpu_name
     q["threads"] = args.threads
     q["machine"] = f"{cpu_name()}, {args.threads} thread(s), Python {platform.python_version()}"
     name = args.model.replace("-", "_")

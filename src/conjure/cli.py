@@ -223,6 +223,13 @@ def train(
         if not hasattr(rec, "mixed_precision"):
             fail(f"{recipe} has no mixed-precision setting to override")
         rec = dataclasses.replace(rec, mixed_precision=precision)
+    if getattr(rec, "mixed_precision", None) == "bf16":
+        import torch
+
+        from conjure.training.cpu import native_bf16
+        if not torch.cuda.is_available() and native_bf16() is False:
+            typer.echo("note: this CPU has no native bf16 (AMX or AVX-512 BF16), so bf16 autocast is emulated and "
+                       "runs several times slower than fp32 here; add --precision no", err=True)
     if dry_run:
         typer.echo(json.dumps(dataclasses.asdict(rec), indent=1, default=str))
         return

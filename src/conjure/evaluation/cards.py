@@ -11,7 +11,7 @@ from conjure.training.cache import file_hash
 
 
 def _compute() -> str:
-    from conjure.training.card import cpu_name
+    from conjure.training.cpu import cpu_name
     return f"CPU ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), shared with other jobs"
 
 

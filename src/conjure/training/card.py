@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from conjure.config import get_settings
 from conjure.data.build import source_dir
 from conjure.pipelines.components import load_components, model_hash
+from conjure.training.cpu import cpu_name
 from conjure.training.loop import read_prompts, write_sample_grid
 from conjure.training.validate import validation_loss
 
@@ -88,20 +88,6 @@ def run_wall_seconds(log: list[dict]) -> float:
             total += last
         last = r["elapsed_s"]
     return round(total + last, 1)
-
-
-def cpu_name() -> str:
-    """The processor's model name and whether it has native bf16 (AMX or AVX-512 BF16): CPUs differ by up to
-    5x in this model's training speed, so a sitting's wall time means little without it."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"{platform.machine()} CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
-                f"{platform.machine()} CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    native = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return f"{name} ({', '.join(native)})" if native else name
 
 
 def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metrics, mhash, prompts) -> str:
