@@ -150,3 +150,14 @@ def test_wall_time_of_a_resumed_run_counts_every_stretch():
            {"elapsed_s": 12.5}]                           # resumed again
     assert run_wall_seconds(log) == 92.5
     assert run_wall_seconds([]) == 0.0
+
+
+def test_learning_rate_warms_up_stays_then_falls_over_the_last_images():
+    from conjure.training.recipe import Recipe
+    r = Recipe(name="t", images=1000, batch=10, lr=1.0, warmup_images=100, decay_images=400, final_lr_fraction=0.1)
+    assert r.lr_at(0) == pytest.approx(0.1) and r.lr_at(90) == pytest.approx(1.0)
+    assert r.lr_at(500) == pytest.approx(1.0) and r.lr_at(600) == pytest.approx(1.0)
+    assert r.lr_at(800) == pytest.approx(0.1 + 0.9 * 0.5)          # halfway through the fall
+    assert r.lr_at(1000) == pytest.approx(0.1) and r.lr_at(5000) == pytest.approx(0.1)
+    constant = Recipe(name="t", images=1000, batch=10, lr=1.0, warmup_images=100)
+    assert constant.lr_at(999) == pytest.approx(1.0)

@@ -122,7 +122,7 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
     log = open(run_dir / "log.jsonl", "a")
     bar = tqdm(total=recipe.images, initial=images_seen, unit="img", unit_scale=True, desc=recipe.name)
     while images_seen < recipe.images:
-        lr = recipe.lr * min(1.0, (images_seen + B) / max(recipe.warmup_images, 1))
+        lr = recipe.lr_at(images_seen)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, n_items, (B,), generator=gen)

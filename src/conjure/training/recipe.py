@@ -25,6 +25,8 @@ class Recipe:
     batch: int = 128
     lr: float = 3e-4
     warmup_images: int = 20_000
+    decay_images: int = 0                    # the last this many images of the budget: lr falls linearly ...
+    final_lr_fraction: float = 0.1           # ... to this share of lr (0 images: constant lr after warm-up)
     weight_decay: float = 0.0
     prompt_dropout: float = 0.1              # share of captions replaced by "" (for classifier-free guidance)
     ema_half_life_images: float = 100_000
@@ -33,6 +35,18 @@ class Recipe:
     sample_prompts: str = "recipes/prompts/conjure-tiny.txt"
     mixed_precision: str = "bf16"
     seed: int = 0
+
+    def lr_at(self, images_seen: int) -> float:
+        """Learning rate for the step that takes images_seen to images_seen + batch: linear warm-up, constant,
+        then a linear fall over the budget's last `decay_images` images. It depends on images seen only, so a
+        run warm-started or resumed in another sitting continues the same schedule."""
+        lr = self.lr * min(1.0, (images_seen + self.batch) / max(self.warmup_images, 1))
+        if self.decay_images > 0:
+            left = self.images - images_seen
+            if left < self.decay_images:
+                frac = max(left, 0) / self.decay_images
+                lr *= self.final_lr_fraction + (1 - self.final_lr_fraction) * frac
+        return lr
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "Recipe":
