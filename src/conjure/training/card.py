@@ -90,6 +90,14 @@ def run_wall_seconds(log: list[dict]) -> float:
     return round(total + last, 1)
 
 
+def lr_schedule(recipe: dict) -> str:
+    d = recipe.get("decay_images", 0)
+    if not d:
+        return ", constant after warm-up"
+    return (f" after warm-up, falling linearly from {recipe['images'] - d:,} images to "
+            f"{recipe.get('final_lr_fraction', 0.1):g} of it at {recipe['images']:,}")
+
+
 def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metrics, mhash, prompts) -> str:
     wall_s = sum(s["wall_s"] or 0.0 for s in sittings)
     sitting_rows = "\n".join(
@@ -126,7 +134,7 @@ sources is one group, an icon name across sets is one group). Captions come from
 ## Training
 - Recipe: `recipes/{recipe['name']}.yaml` (VAE: `recipes/{recipe['name']}-vae.yaml`); reproduce with `make model`.
 - Images seen: **{images_seen:,}** of the recipe's budget of {recipe['images']:,} (batch {recipe['batch']},
-  AdamW lr {recipe['lr']}).
+  AdamW lr {recipe['lr']}{lr_schedule(recipe)}).
 - Compute: {wall_s / 3600:.2f} hours recorded in all, no GPU, in these sittings (each a
   warm start from the previous weights with `conjure train RECIPE --init-from models/{recipe['name']}`):
 
