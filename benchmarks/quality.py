@@ -74,6 +74,10 @@ def summarise(heldout: dict, invocab: dict) -> dict:
     return out
 
 
+def interval(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "n/a"
+
+
 def judged_well(q: dict) -> str:
     """The sources whose class head reaches 0.8 on real unseen images, in words."""
     good = [s for s, v in (q.get("class_accuracy_real_by_source") or {}).items() if v >= 0.8]
@@ -104,7 +108,7 @@ def markdown(q: dict) -> str:
              f"{q['class_accuracy']:.3f} | {t['class_accuracy']['target']} | {yes[t['class_accuracy']['met']]} |",
              "", "| other | value |", "|---|---|",
              f"| kid_conjure (floor) | {q['kid_conjure']:.4g} ({q['kid_conjure_floor']:.4g}) |",
-             f"| fid_conjure 95% CI (floor) | {q['fid_conjure_ci95']} ({q['fid_conjure_floor_ci95']}) |",
+             f"| fid_conjure 95% CI (floor) | {interval(q['fid_conjure_ci95'])} ({interval(q['fid_conjure_floor_ci95'])}) |",
              f"| CLIP R@1 held-out concepts, generated | {q['clip_r1_heldout']:.3f} |",
              f"| CLIP R@1 held-out concepts, retrieval baseline | {q['clip_r1_retrieval_baseline']:.3f} |",
              f"| CLIP R@1 held-out concepts, real test images | {q['clip_r1_heldout_real']:.3f} |",
