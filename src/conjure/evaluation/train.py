@@ -246,8 +246,6 @@ def tune_text_tower(model: ClipModel, images: torch.Tensor, captions: list[str],
     base_lrs = [recipe.text_lr_head, recipe.text_lr_layer]
     steps = len(images) // recipe.batch
     total = steps * recipe.text_epochs
-    model.text_top.train()
-    model.text_proj.train()
     for k in range(total):
         epoch, j = divmod(k, steps)
         g = torch.Generator().manual_seed(recipe.seed * 1000 + 500 + epoch)

@@ -87,7 +87,7 @@ class ClipModel(nn.Module):
     def init_text_top_from_package(self) -> "ClipModel":
         """Start the tuned top layers from the packaged MiniLM's weights (before training)."""
         if self.text_top is not None:
-            self.text_top.load_state_dict(MiniLM(self.text_top.first).load_package().state_dict())
+            self.text_top.load_state_dict(packaged_stack(self.text_top.first, N_LAYERS).state_dict())
             self.text_top.requires_grad_(True)
         return self
 
