@@ -134,18 +134,26 @@ def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), model_hash
 
 
-def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str], pool: dict[str, list[str]],
-             seed: int) -> dict:
+def caption_pool(clip, rows: list[dict]) -> dict[str, tuple[list[str], torch.Tensor]]:
+    """Per source: the suite's distinct prompts, sorted, and their CLIP text embeddings (M, E), computed once
+    for every R@1 measured against them."""
+    prompts: dict[str, set[str]] = {}
+    for r in rows:
+        prompts.setdefault(r["source"], set()).add(r["prompt"])
+    return {s: (sorted(p), clip.embed_captions(sorted(p))) for s, p in prompts.items()}
+
+
+def _clip_r1(clip, images: torch.Tensor, prompts: list[str], sources: list[str],
+             pool: dict[str, tuple[list[str], torch.Tensor]], seed: int) -> dict:
     """Per source: R@1 of each image for its own prompt among 100 distinct captions of that source (its prompt
-    plus 99 others drawn from `pool`; ties count as misses). The pool's text embeddings are computed once."""
+    plus 99 others drawn from `pool`, see caption_pool; ties count as misses)."""
     from conjure.evaluation.clip import embed_images, recall_at_k
     rng = np.random.default_rng(seed)
     img = embed_images(clip, images)
     out: dict[str, dict] = {}
     for s in sorted(set(sources)):
-        caps = sorted(set(pool[s]))
+        caps, txt = pool[s]                                                 # (M,), (M, E)
         index = {c: j for j, c in enumerate(caps)}
-        txt = clip.embed_captions(caps)                                     # (M, E)
         idx = [i for i, src in enumerate(sources) if src == s]
         hits = []
         for i in idx:
@@ -243,9 +251,7 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     # 4. CLIP R@1 among 100 distinct captions of the same source, generated and real images of the same
     #    concepts (the suite's split: test concepts for the held-out suite, training concepts in-vocabulary)
     clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
-    pool: dict[str, list[str]] = {}
-    for r in all_rows:
-        pool.setdefault(r["source"], []).append(r["prompt"])
+    pool = caption_pool(clip, all_rows)
     metrics["clip_r1_generated"] = _clip_r1(clip, fake, prompts, sources, pool, seed)
     split = all_rows[0].get("split", "test")
     real = load_image_set(suite_sources, split)
@@ -278,7 +284,8 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
 
 
 def _retrieval_and_memorisation(net, clip, fake: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
-                                rows: list[dict], pool: dict[str, list[str]], seed: int) -> dict:
+                                rows: list[dict], pool: dict[str, tuple[list[str], torch.Tensor]],
+                                seed: int) -> dict:
     """The retrieval baseline: for each prompt, the training image of the suite's sources whose canonical
     caption is nearest (MiniLM pooled vectors, the generator's own text encoder), scored with the same class
     accuracy and CLIP R@1 as the generated images. The memorisation rate: in conjure-features space, the share

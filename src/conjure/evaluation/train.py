@@ -225,10 +225,9 @@ def tune_text_tower(model: ClipModel, images: torch.Tensor, captions: list[str],
     """Second stage: fine-tune MiniLM's top layers (from the package's weights) and the text head, with the
     image side frozen; the frozen lower layers' token states of every caption are computed once. It takes a
     few minutes and is not checkpointed: a stopped run repeats it from the first stage's final checkpoint."""
+    from conjure.evaluation.clip import embed_images
     t0 = time.time()
-    model.eval()
-    with torch.no_grad():
-        img = torch.cat([model.encode_image(images[i:i + 500]) for i in range(0, len(images), 500)])   # (N, E)
+    img = embed_images(model, images)                                                      # (N, E)
     model.init_text_top_from_package()
     states = torch.zeros(len(captions), model.config.text_tokens, DIM, dtype=torch.half)
     masks = torch.zeros(len(captions), model.config.text_tokens, dtype=torch.long)
