@@ -14,7 +14,8 @@ import torch
 
 from conjure.config import get_settings
 from conjure.safety.classifier import ClassifierConfig, PromptClassifier
-from conjure.safety.minilm import DIM, MAX_TOKENS, N_LAYERS, MiniLM, TunedClassifier
+from conjure.safety.minilm import DIM, MAX_TOKENS, N_LAYERS, TunedClassifier
+from conjure.text.minilm import packaged_stack
 
 
 def base_states(forms: list[str], first: int, encoder=None, batch_size: int = 64) -> list[np.ndarray]:
@@ -32,7 +33,7 @@ def base_states(forms: list[str], first: int, encoder=None, batch_size: int = 64
         if encoder is None:
             from conjure.text import get_text_encoder
             encoder = get_text_encoder()
-        base = MiniLM(0, first).load_package()
+        base = packaged_stack(0, first)
         t0 = time.time()
         with torch.inference_mode():
             for s in range(0, len(missing), batch_size):

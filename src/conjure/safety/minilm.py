@@ -23,7 +23,7 @@ from torch import nn
 
 from conjure.nn.onnx import OnnxGraph, available
 from conjure.safety.classifier import CONFIG_FILE, WEIGHTS_FILE, ClassifierConfig, PromptClassifier
-from conjure.text.minilm import DIM, N_LAYERS, MiniLM, pool
+from conjure.text.minilm import DIM, N_LAYERS, MiniLM, packaged_stack, pool
 
 MAX_TOKENS = 128      # as conjure.safety.classifier.embed
 
@@ -51,7 +51,7 @@ class TunedClassifier(nn.Module):
 
     def init_from_package(self) -> "TunedClassifier":
         """Start the fine-tuned layers from the package's weights (before training)."""
-        self.top.load_state_dict(MiniLM(self.top.first, N_LAYERS).load_package().state_dict())
+        self.top.load_state_dict(packaged_stack(self.top.first, N_LAYERS).state_dict())
         return self
 
     def full(self) -> nn.Module:
@@ -113,7 +113,7 @@ class _Full(nn.Module):
         super().__init__()
         self.tuned = tuned
         if tuned.base[0] is None:
-            tuned.base[0] = MiniLM(0, tuned.top.first).load_package()
+            tuned.base[0] = packaged_stack(0, tuned.top.first)
         self.base = tuned.base[0]
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
