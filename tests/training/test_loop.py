@@ -144,12 +144,28 @@ def test_init_from_warm_starts_a_new_run(tiny_data, tiny_vae_dir, tmp_path):
 
 
 def test_wall_time_of_a_resumed_run_counts_every_stretch():
-    from conjure.training.card import run_wall_seconds
-    log = [{"elapsed_s": 10.0}, {"elapsed_s": 50.0},      # first process, stopped
-           {"elapsed_s": 5.0}, {"elapsed_s": 30.0},       # resumed
-           {"elapsed_s": 12.5}]                           # resumed again
+    from conjure.training.card import redone_seconds, run_wall_seconds
+    log = [{"images_seen": 100, "elapsed_s": 10.0}, {"images_seen": 200, "elapsed_s": 50.0},   # first process
+           {"images_seen": 300, "elapsed_s": 5.0}, {"images_seen": 400, "elapsed_s": 30.0},    # resumed
+           {"images_seen": 500, "elapsed_s": 12.5}]                                            # resumed again
     assert run_wall_seconds(log) == 92.5
+    assert redone_seconds(log) == 0.0
     assert run_wall_seconds([]) == 0.0
+
+
+def test_wall_time_after_an_install_and_of_a_process_stopped_between_checkpoints():
+    from conjure.training.card import redone_seconds, run_wall_seconds
+    log = [{"images_seen": 100, "elapsed_s": 10.0}, {"images_seen": 200, "elapsed_s": 50.0},
+           {"images_seen": 300, "elapsed_s": 90.0},                   # installed at 300, then stopped
+           {"images_seen": 400, "elapsed_s": 20.0}, {"images_seen": 500, "elapsed_s": 600.0},  # lost: stopped
+           {"images_seen": 400, "elapsed_s": 15.0}, {"images_seen": 500, "elapsed_s": 25.0},   # resumed from 300
+           {"images_seen": 600, "elapsed_s": 35.0}]
+    assert run_wall_seconds(log) == 90.0 + 600.0 + 35.0
+    assert redone_seconds(log) == 600.0               # the whole second process was repeated
+    assert run_wall_seconds(log, after=300) == 600.0 + 35.0
+    assert redone_seconds(log, after=300) == 600.0
+    assert run_wall_seconds(log, after=200) == 40.0 + 600.0 + 35.0    # the first process past 200: 50 -> 90 s
+    assert run_wall_seconds(log, after=600) == 0.0
 
 
 def test_learning_rate_warms_up_stays_then_falls_over_the_last_images():

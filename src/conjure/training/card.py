@@ -72,22 +72,46 @@ def _sittings(out: Path, log: list[dict], images_seen: int, precision: str = "bf
     if log and log[0]["images_seen"] - 20 * 128 > start:   # this run did not continue the folder's count
         start = 0
         sittings = []
-    wall_s = run_wall_seconds(log)
-    sittings.append({"images_from": start, "images_to": images_seen, "wall_s": round(wall_s, 1),
+    wall_s, redone_s = run_wall_seconds(log, start), redone_seconds(log, start)
+    sittings.append({"images_from": start, "images_to": images_seen, "wall_s": wall_s, "redone_s": redone_s,
                      "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
                      "precision": "bf16 autocast" if precision == "bf16" else "fp32"})
     return sittings
 
 
-def run_wall_seconds(log: list[dict]) -> float:
+def run_wall_seconds(log: list[dict], after: int = 0) -> float:
     """Wall time of a run from its log: each process (the first, and each --resume) logs seconds since it
-    started, so the clock falls back at every resume; the sum of each stretch's last value counts them all."""
-    total, last = 0.0, 0.0
+    started, so the clock falls back at every resume; the sum of each stretch's last value counts them all.
+    `after`: only the time spent past that many images seen (a run installed earlier and resumed since)."""
+    return round(sum(kept + redone for kept, redone in _stretch_times(log, after)), 1)
+
+
+def redone_seconds(log: list[dict], after: int = 0) -> float:
+    """Of run_wall_seconds, the time whose steps were done again: a process stopped between checkpoints, so
+    the next --resume went back to the last checkpoint and repeated what it had done since."""
+    return round(sum(redone for _, redone in _stretch_times(log, after)), 1)
+
+
+def _stretch_times(log: list[dict], after: int) -> list[tuple[float, float]]:
+    """Per process (stretch of the log): (seconds whose steps were kept, seconds whose steps were redone),
+    counting only the time past `after` images seen. A stretch's steps at or past the next stretch's first
+    logged count were repeated by that next process."""
+    stretches: list[list[dict]] = []
     for r in log:
-        if r["elapsed_s"] < last:
-            total += last
-        last = r["elapsed_s"]
-    return round(total + last, 1)
+        if not stretches or r["elapsed_s"] < stretches[-1][-1]["elapsed_s"]:
+            stretches.append([])
+        stretches[-1].append(r)
+    out = []
+    for i, st in enumerate(stretches):
+        nxt = stretches[i + 1][0]["images_seen"] if i + 1 < len(stretches) else None
+        base = max((r["elapsed_s"] for r in st if r["images_seen"] <= after), default=0.0)
+        mine = [r for r in st if r["images_seen"] > after]
+        if not mine:
+            out.append((0.0, 0.0))
+            continue
+        kept_end = max((r["elapsed_s"] for r in mine if nxt is None or r["images_seen"] < nxt), default=base)
+        out.append((kept_end - base, mine[-1]["elapsed_s"] - kept_end))
+    return out
 
 
 def lr_schedule(recipe: dict) -> str:
@@ -98,12 +122,20 @@ def lr_schedule(recipe: dict) -> str:
             f"{recipe.get('final_lr_fraction', 0.1):g} of it at {recipe['images']:,}")
 
 
+def _redone_note(sitting: dict) -> str:
+    redone = sitting.get("redone_s") or 0.0
+    if redone < 60:
+        return ""
+    return (f"; the wall time includes {redone / 60:.0f} min of a process stopped between checkpoints, whose "
+            f"steps the next --resume repeated")
+
+
 def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metrics, mhash, prompts) -> str:
     wall_s = sum(s["wall_s"] or 0.0 for s in sittings)
     sitting_rows = "\n".join(
         f"| {i + 1} | {s['images_from']:,} -> {s['images_to']:,} | "
         f"{'%.2f h' % (s['wall_s'] / 3600) if s['wall_s'] is not None else 'not recorded'} | {s['machine']}, "
-        f"{s.get('precision', 'bf16 autocast')} |"
+        f"{s.get('precision', 'bf16 autocast')}{_redone_note(s)} |"
         for i, s in enumerate(sittings))
     vae_line = (f"VAE: {vae_metrics['images_seen']:,} images seen in {vae_metrics['wall_s'] / 60:.1f} minutes; "
                 f"validation L1 {vae_metrics['val_l1']:.4f} (pixels in [-1, 1])." if vae_metrics
@@ -136,7 +168,8 @@ sources is one group, an icon name across sets is one group). Captions come from
 - Images seen: **{images_seen:,}** of the recipe's budget of {recipe['images']:,} (batch {recipe['batch']},
   AdamW lr {recipe['lr']}{lr_schedule(recipe)}).
 - Compute: {wall_s / 3600:.2f} hours recorded in all, no GPU, in these sittings (each a
-  warm start from the previous weights with `conjure train RECIPE --init-from models/{recipe['name']}`):
+  warm start from the previous weights with `conjure train RECIPE --init-from models/{recipe['name']}`,
+  or a `--resume` of the previous sitting's run from its last checkpoint):
 
 | sitting | images seen | wall time | machine |
 |---|---|---|---|
