@@ -17,6 +17,12 @@ that configuration is done; a stopped study run again generates only what is mis
 two CPU-hours, most of it DDPM's 1000 steps) can span sittings. Measuring is repeated each run (seconds).
 
     python benchmarks/sampler_study.py [--n 500] [--configs ddpm:1000 dpmpp_2m:20 ...] [--model conjure-tiny]
+                                       [--precision fp32|bf16] [--batch 16] [--threads 1]
+
+--precision bf16 runs the U-Net eagerly under bf16 autocast: on a CPU with native bf16 matrix units (AMX) it
+samples about 1.75x faster than the fp32 ONNX path (measured on 2 cores: 420 against 240 U-Net rows/s, 20
+DPM++ 2M steps, 16 images); without them it is many times slower. Every configuration of one study uses the
+same precision, which the report names.
 """
 
 from __future__ import annotations
@@ -108,17 +114,18 @@ def generate(pipe, prompts: list[dict], n: int, sampler: str, steps: int, batch:
     return x, owner, counter.per_image(len(images)), seconds / len(images)
 
 
-def cached_generate(cache: Path, pipe, prompts: list[dict], n: int, sampler: str, steps: int):
-    """`generate`, kept in `cache` under a key of the model's hash, the prompts, n and the configuration: the
-    file is written whole (a temporary name, then renamed) once the configuration is done."""
+def cached_generate(cache: Path, pipe, prompts: list[dict], n: int, sampler: str, steps: int, batch: int = 16):
+    """`generate`, kept in `cache` under a key of the model's hash, the prompts, n, the configuration, the
+    precision and the batch: the file is written whole (a temporary name, then renamed) once the configuration
+    is done."""
     import hashlib
     key = hashlib.sha256(json.dumps([pipe.components.model_hash, [p["prompt"] for p in prompts], n, sampler,
-                                     steps]).encode()).hexdigest()[:16]
+                                     steps, pipe.precision, batch]).encode()).hexdigest()[:16]
     path = cache / f"{sampler}-{steps}-n{n}-{key}.npz"
     if path.is_file():
         z = np.load(path)
         return (torch.from_numpy(z["images"]), z["owner"].tolist(), float(z["nfe"]), float(z["seconds"]))
-    images, owner, nfe, s_img = generate(pipe, prompts, n, sampler, steps)
+    images, owner, nfe, s_img = generate(pipe, prompts, n, sampler, steps, batch)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".part.npz")
     np.savez(tmp, images=images.numpy(), owner=np.array(owner), nfe=nfe, seconds=s_img)
@@ -155,13 +162,13 @@ def matches(a: dict, ref: dict) -> dict:
     return out
 
 
-def load_tools(model: str, prompts: list[dict]) -> tuple:
+def load_tools(model: str, prompts: list[dict], precision: str = "fp32") -> tuple:
     from conjure.config import BUILTIN_MODELS_DIR
     from conjure.evaluation.data import load_image_set
     from conjure.evaluation.metrics import features_of, load_feature_net
     from conjure.models.clip import ClipModel
     from conjure.pipelines import load_pipeline
-    pipe = load_pipeline(model, responsible=False)   # measured, not delivered: no guard
+    pipe = load_pipeline(model, precision=precision, responsible=False)   # measured, not delivered: no guard
     net = load_feature_net()
     clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
     real = load_image_set(sorted({p["source"] for p in prompts}), "test")
@@ -177,18 +184,21 @@ def main() -> None:
     ap.add_argument("--model", default="conjure-tiny")
     ap.add_argument("--bootstrap", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: eager under bf16 autocast (faster only on CPUs with AMX)")
+    ap.add_argument("--batch", type=int, default=16, help="images per pipeline call")
     args = ap.parse_args()
     if args.n < N_PROMPTS:
         ap.error(f"--n must be at least {N_PROMPTS} (one image per prompt)")
     torch.set_num_threads(args.threads)
     configs = args.configs or all_configs()
     prompts = study_prompts()
-    pipe, tools = load_tools(args.model, prompts)
+    pipe, tools = load_tools(args.model, prompts, args.precision)
     rows = []
     from conjure.config import get_settings
     cache = get_settings().home / "cache" / "sampler-study"
     for sampler, steps in configs:
-        images, owner, nfe, s_img = cached_generate(cache, pipe, prompts, args.n, sampler, steps)
+        images, owner, nfe, s_img = cached_generate(cache, pipe, prompts, args.n, sampler, steps, args.batch)
         rows.append({"sampler": sampler, "steps": steps, "nfe_per_image": nfe, "seconds_per_image": round(s_img, 3),
                      **measure(images, owner, tools, args.bootstrap)})
         print(json.dumps(rows[-1]), flush=True)
@@ -198,7 +208,7 @@ def main() -> None:
             r["vs_ddpm_1000"] = matches(r, ref)
     result = {"model": args.model, "model_hash": pipe.components.model_hash, "n_per_config": args.n,
               "preview": args.n < FULL_N, "prompts": [p["prompt"] for p in prompts],
-              "guidance": pipe.spec.default_guidance,
+              "guidance": pipe.spec.default_guidance, "precision": args.precision, "batch": args.batch,
               "n_real": tools["n_real"], "bootstrap_rounds": args.bootstrap,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), shared CPU", "rows": rows}
     result["claim"] = claim_verdict(rows, ref)
@@ -232,6 +242,7 @@ def markdown(r: dict) -> str:
               f"configuration over {len(r['prompts'])} held-out prompts (same seeds in every configuration); "
               f"fid_conjure against {r['n_real']} test-split images ({r['bootstrap_rounds']} bootstrap rounds), "
               f"CLIP score with conjure-clip. NFE = U-Net evaluations per image (2 per step with guidance). "
+              f"Precision: {r.get('precision', 'fp32')} ({'eager under bf16 autocast' if r.get('precision') == 'bf16' else 'ONNX Runtime or eager fp32'}), {r.get('batch', 16)} images per call. "
               f"Machine: {r['machine']}.", "",
               "| sampler | steps | NFE / image | fid_conjure | 95% CI | CLIP score | 95% CI | s / image "
               "| matches DDPM 1000 |",

@@ -84,3 +84,17 @@ def test_a_configuration_is_generated_once_and_then_read_back(study, pipe, tmp_p
     assert torch.equal(again[0], images) and again[1:3] == (owner, nfe)
     with pytest.raises(AssertionError, match="generated again"):     # another configuration is not cached
         study.cached_generate(tmp_path, pipe, prompts, 2, "euler", 2)
+
+
+def test_precision_and_batch_are_part_of_the_cache_key_and_bf16_counts_the_same(study, pipe, tiny_model_dir,
+                                                                                  tmp_path):
+    """A bf16 study must not read fp32 images (or another batch's) from the cache, and its U-Net evaluations
+    go through the same counted call."""
+    from conjure.pipelines.text_to_image import TextToImagePipeline
+    bf16 = TextToImagePipeline.from_folder(tiny_model_dir, precision="bf16")
+    prompts = [{"prompt": "red apple"}, {"prompt": "bell icon"}]
+    fp = study.cached_generate(tmp_path, pipe, prompts, 4, "dpmpp_2m", 2, batch=2)
+    bf = study.cached_generate(tmp_path, bf16, prompts, 4, "dpmpp_2m", 2, batch=2)
+    study.cached_generate(tmp_path, pipe, prompts, 4, "dpmpp_2m", 2, batch=1)
+    assert len(list(tmp_path.glob("dpmpp_2m-2-n4-*.npz"))) == 3
+    assert fp[2] == bf[2] == 4 and fp[1] == bf[1] == [0, 0, 1, 1]
