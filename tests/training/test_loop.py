@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conjure.training.loop import new_run_dir, train
+from conjure.training.loop import current_config, new_run_dir, train
 from conjure.training.recipe import Recipe
 from conjure.training.vae import train_vae
 
@@ -62,6 +62,11 @@ def test_train_then_resume(tiny_data, tiny_vae_dir, tmp_path):
     train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=128), run, tmp_path / "cache")
     assert state_step(run / "checkpoint" / "state.pt") == 8
     assert (run / "config.json").read_text() == before   # the run's original config is never rewritten
+    # the changed recipe is kept beside it, from the images where it took over, and is the run's current one
+    assert json.loads((run / "config.000000064.json").read_text())["images"] == 128
+    assert current_config(run)["images"] == 128
+    train(_recipe(tmp_path, tiny_vae_dir, tiny_data.sources, images=128), run, tmp_path / "cache")
+    assert [p.name for p in run.glob("config.*.json")] == ["config.000000064.json"]   # same recipe: none new
     assert "000000128.png" in {p.name for p in (run / "samples").iterdir()}
 
 

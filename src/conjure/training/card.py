@@ -16,13 +16,13 @@ from conjure.config import get_settings
 from conjure.data.build import source_dir
 from conjure.pipelines.components import load_components, model_hash
 from conjure.training.cpu import cpu_name
-from conjure.training.loop import read_prompts, write_sample_grid
+from conjure.training.loop import current_config, read_prompts, write_sample_grid
 from conjure.training.validate import validation_loss
 
 
 def finish_model(run_dir: Path, out: Path, val_limit: int = 512) -> Path:
     run_dir, out = Path(run_dir), Path(out)
-    recipe = json.loads((run_dir / "config.json").read_text())
+    recipe = current_config(run_dir)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     state = torch.load(run_dir / "checkpoint" / "state.pt", weights_only=True)
     images_seen = int(state["images_seen"])

@@ -44,6 +44,19 @@ def read_prompts(path: Path) -> list[str]:
     return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def record_resumed_config(run_dir: Path, config: dict, images_seen: int) -> None:
+    """A resume whose recipe differs from the run's current one (a longer budget, a new lr schedule) keeps
+    config.json as the run began and writes the new recipe as config.IMAGES.json, from that many images on."""
+    if config != current_config(run_dir):
+        (run_dir / f"config.{images_seen:09d}.json").write_text(json.dumps(config, indent=1))
+
+
+def current_config(run_dir: Path) -> dict:
+    """The recipe the run follows now: its latest config.IMAGES.json, else config.json."""
+    later = sorted(run_dir.glob("config.*.json"))
+    return json.loads((later[-1] if later else run_dir / "config.json").read_text())
+
+
 def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | None = None,
           init_from: Path | None = None) -> Path:
     """Train (or resume, when run_dir has a checkpoint). `init_from` warm-starts a new run from a finished
@@ -83,6 +96,7 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
         state = torch.load(ckpt / "state.pt", weights_only=True)
         opt.load_state_dict(state["opt"])
         step, images_seen = int(state["step"]), int(state["images_seen"])
+        record_resumed_config(run_dir, recipe.to_dict(), images_seen)
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
     elif init_from is not None:
