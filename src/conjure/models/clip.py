@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conjure.models.features import conv_trunk, load_folder, save_folder, to_model_input
+from conjure.models.features import conv_trunk, init_conv_linear, load_folder, save_folder, to_model_input
 from conjure.text.minilm import N_LAYERS, MiniLM, packaged_stack, pool
 
 
@@ -52,13 +52,7 @@ class ClipModel(nn.Module):
         self.text_top = MiniLM(N_LAYERS - config.text_tune_layers) if config.text_tune_layers else None
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_conv_linear(self)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         """Float input (B, 3, 64, 64) in [-1, 1] -> mean- and max-pooled trunk features (B, 2C)."""

@@ -64,6 +64,18 @@ def conv_trunk(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def init_conv_linear(module: nn.Module) -> None:
+    """He (fan-out) init for every conv of `module`, truncated normal (std 0.02) and zero bias for every linear:
+    the init of the conv trunks and their heads (the feature network and the CLIP image tower)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float (B, 3, size, size) in [-1, 1] (bilinear with antialias when resizing)."""
     if images.dtype != torch.uint8:
@@ -87,12 +99,7 @@ class FeatureNet(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_conv_linear(self)
 
     def features_from_float(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, 64, 64) in [-1, 1] -> (B, D)."""
