@@ -12,9 +12,10 @@ prompts' sources and the CLIP score (conjure-clip) against each image's prompt, 
 Writes benchmarks/results/sampler_study.json, .md and .png (a preview when n < 500: say so when quoting it).
 
 Resumable: each configuration's images (and its NFE and seconds per image) are kept under
-$CONJURE_HOME/cache/sampler-study/, keyed by the model's hash, the prompts, n and the configuration, as soon as
-that configuration is done; a stopped study run again generates only what is missing, so the full study (about
-two CPU-hours, most of it DDPM's 1000 steps) can span sittings. Measuring is repeated each run (seconds).
+$CONJURE_HOME/cache/sampler-study/, keyed by the model's hash, the prompts, n and the configuration (inside a
+configuration, prompt by prompt); a stopped study run again generates only what is missing, so the full study
+(about an hour in bf16 on 2 AMX cores, most of it DDPM's 1000 steps) can span sittings. Measuring is
+repeated each run (seconds).
 
     python benchmarks/sampler_study.py [--n 500] [--configs ddpm:1000 dpmpp_2m:20 ...] [--model conjure-tiny]
                                        [--precision fp32|bf16] [--batch 16] [--threads 1]
@@ -94,42 +95,66 @@ def study_prompts() -> list[dict]:
     return interleave(read_suite("heldout"), seed=0)[:N_PROMPTS]
 
 
-def generate(pipe, prompts: list[dict], n: int, sampler: str, steps: int, batch: int = 16):
+def generate(pipe, prompts: list[dict], n: int, sampler: str, steps: int, batch: int = 16,
+             parts: Path | None = None):
     """n images spread evenly over the prompts; image j of prompt i uses seed 1000 * i + j in every config.
-    Returns uint8 (n, 3, 64, 64), the prompt index of each image, NFE per image and seconds per image."""
+    Returns uint8 (n, 3, 64, 64), the prompt index of each image, NFE per image and seconds per image.
+
+    With `parts`, each prompt's images (with its U-Net rows and seconds) are kept there as soon as that prompt
+    is done, and a prompt kept before is read back instead of generated: a study stopped inside a long
+    configuration (DDPM's 1000 steps take most of an hour) loses at most one prompt's work."""
     from conjure.data.build import resize_images
     from conjure.pipelines.request import GenerationRequest
     per = [n // len(prompts) + (i < n % len(prompts)) for i in range(len(prompts))]
-    counter, images, owner = NFECounter(), [], []
-    t0 = time.perf_counter()
-    with counter.around(pipe):
-        for i, (row, k) in enumerate(zip(prompts, per)):
-            for start in range(0, k, batch):
-                req = GenerationRequest(prompt=row["prompt"], n=min(batch, k - start), seed=1000 * i + start,
-                                        steps=steps, scheduler=sampler, size=pipe.spec.base_size)
-                images += [np.asarray(im.convert("RGB")) for im in pipe(req).images]
-                owner += [i] * req.n
-    seconds = time.perf_counter() - t0
+    images, owner, rows, seconds = [], [], 0, 0.0
+    for i, (row, k) in enumerate(zip(prompts, per)):
+        part = parts / f"prompt{i:02d}.npz" if parts is not None else None
+        if part is not None and part.is_file():
+            z = np.load(part)
+            mine, p_rows, p_seconds = list(z["images"]), int(z["rows"]), float(z["seconds"])
+        else:
+            counter, mine = NFECounter(), []
+            t0 = time.perf_counter()
+            with counter.around(pipe):
+                for start in range(0, k, batch):
+                    req = GenerationRequest(prompt=row["prompt"], n=min(batch, k - start), seed=1000 * i + start,
+                                            steps=steps, scheduler=sampler, size=pipe.spec.base_size)
+                    mine += [np.asarray(im.convert("RGB")) for im in pipe(req).images]
+            p_rows, p_seconds = counter.rows, time.perf_counter() - t0
+            if part is not None:
+                save_whole(part, images=np.stack(mine), rows=p_rows, seconds=p_seconds)
+        images += mine
+        owner += [i] * k
+        rows += p_rows
+        seconds += p_seconds
     x = torch.from_numpy(resize_images(np.stack(images), 64)).permute(0, 3, 1, 2).contiguous()
-    return x, owner, counter.per_image(len(images)), seconds / len(images)
+    return x, owner, rows / len(images), seconds / len(images)
+
+
+def save_whole(path: Path, **arrays) -> None:
+    """np.savez under a temporary name, then renamed: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def cached_generate(cache: Path, pipe, prompts: list[dict], n: int, sampler: str, steps: int, batch: int = 16):
     """`generate`, kept in `cache` under a key of the model's hash, the prompts, n, the configuration, the
-    precision and the batch: the file is written whole (a temporary name, then renamed) once the configuration
-    is done."""
+    precision and the batch: the file is written whole once the configuration is done (its finished prompts
+    are kept meanwhile in a folder of the same name, removed then)."""
     import hashlib
+    import shutil
     key = hashlib.sha256(json.dumps([pipe.components.model_hash, [p["prompt"] for p in prompts], n, sampler,
                                      steps, pipe.precision, batch]).encode()).hexdigest()[:16]
     path = cache / f"{sampler}-{steps}-n{n}-{key}.npz"
     if path.is_file():
         z = np.load(path)
         return (torch.from_numpy(z["images"]), z["owner"].tolist(), float(z["nfe"]), float(z["seconds"]))
-    images, owner, nfe, s_img = generate(pipe, prompts, n, sampler, steps, batch)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part.npz")
-    np.savez(tmp, images=images.numpy(), owner=np.array(owner), nfe=nfe, seconds=s_img)
-    tmp.replace(path)
+    parts = path.with_suffix(".prompts")
+    images, owner, nfe, s_img = generate(pipe, prompts, n, sampler, steps, batch, parts=parts)
+    save_whole(path, images=images.numpy(), owner=np.array(owner), nfe=nfe, seconds=s_img)
+    shutil.rmtree(parts, ignore_errors=True)
     return images, owner, nfe, s_img
 
 

@@ -86,6 +86,32 @@ def test_a_configuration_is_generated_once_and_then_read_back(study, pipe, tmp_p
         study.cached_generate(tmp_path, pipe, prompts, 2, "euler", 2)
 
 
+def test_a_configuration_stopped_inside_resumes_from_its_finished_prompts(study, pipe, tmp_path, monkeypatch):
+    """A stop inside a long configuration keeps the prompts already done; the next run generates only the rest,
+    and the result equals an uninterrupted run's."""
+    prompts = [{"prompt": "red apple"}, {"prompt": "bell icon"}, {"prompt": "star icon"}]
+    whole = study.cached_generate(tmp_path / "whole", pipe, prompts, 3, "euler", 2)
+    asked, stop = [], {"at": "star icon"}
+    real_call = type(pipe).__call__
+
+    def watched(self, req):
+        asked.append(req.prompt)
+        if req.prompt == stop["at"]:
+            raise KeyboardInterrupt
+        return real_call(self, req)
+    monkeypatch.setattr(type(pipe), "__call__", watched)
+    with pytest.raises(KeyboardInterrupt):
+        study.cached_generate(tmp_path / "stopped", pipe, prompts, 3, "euler", 2)
+    assert not list((tmp_path / "stopped").glob("*.npz"))            # the configuration is not done
+    assert len(list((tmp_path / "stopped").glob("*.prompts/prompt*.npz"))) == 2
+    asked.clear()
+    stop["at"] = None
+    again = study.cached_generate(tmp_path / "stopped", pipe, prompts, 3, "euler", 2)
+    assert asked == ["star icon"]                                    # only the prompt not done before
+    assert torch.equal(again[0], whole[0]) and again[1:3] == whole[1:3]
+    assert not list((tmp_path / "stopped").glob("*.prompts"))          # the parts are gone once it is whole
+
+
 def test_precision_and_batch_are_part_of_the_cache_key_and_bf16_counts_the_same(study, pipe, tiny_model_dir,
                                                                                   tmp_path):
     """A bf16 study must not read fp32 images (or another batch's) from the cache, and its U-Net evaluations
