@@ -215,6 +215,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.n < N_PROMPTS:
         ap.error(f"--n must be at least {N_PROMPTS} (one image per prompt)")
+    from conjure.pipelines.request import MAX_N
+    if not 1 <= args.batch <= MAX_N:
+        ap.error(f"--batch must be between 1 and {MAX_N} (the most images one request may ask for)")
     torch.set_num_threads(args.threads)
     configs = args.configs or all_configs()
     prompts = study_prompts()

@@ -70,6 +70,16 @@ def test_configs_cover_the_study_and_parse(study):
         study.parse_config("euler")
 
 
+@pytest.mark.parametrize("argv, says", [(["--batch", "50"], "--batch must be between 1 and 16"),
+                                        (["--n", "5"], "--n must be at least 10")])
+def test_bad_arguments_stop_before_any_work(study, monkeypatch, capsys, argv, says):
+    monkeypatch.setattr("sys.argv", ["sampler_study.py", *argv])
+    monkeypatch.setattr(study, "load_tools", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(SystemExit) as stop:
+        study.main()
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_a_configuration_is_generated_once_and_then_read_back(study, pipe, tmp_path, monkeypatch):
     """The study spans sittings: a configuration done before is read from the cache, not generated again."""
     prompts = [{"prompt": "red apple"}, {"prompt": "bell icon"}]
