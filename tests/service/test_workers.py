@@ -235,8 +235,14 @@ def test_serve_refuses_a_public_address_with_the_development_secret(monkeypatch)
 def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_model_dir):
     settings = make_settings(tmp_path / "home", tiny_model_dir)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "conjure.cli", "serve", "--port", str(port)],
-                            env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The logs go to a file, never to an unread pipe: every /readyz poll writes an access line, and once a pipe
+    # holds 64 KiB (about 410 polls, reproduced here) the server blocks in logging and answers nothing more. A
+    # worker slow to warm on a loaded CI machine turned that into "timed out after 180 s waiting for conjure
+    # serve to be ready".
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "conjure.cli", "serve", "--port", str(port)],
+                                env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=log_file)
     url = f"http://127.0.0.1:{port}"
     try:
         def ready():
@@ -244,11 +250,14 @@ def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_mo
                 return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_for(ready, 180, "conjure serve to be ready", every=0.3)
+        try:
+            wait_for(ready, 180, "conjure serve to be ready", every=0.3)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the server's log ends:\n{log_path.read_text()[-3000:]}") from None
         # generous per-request timeouts: on a loaded 2-core CI machine one poll once took over httpx's default 5 s
         job_id = httpx.post(f"{url}/v1/jobs", json={"prompt": "hello", **FAST}, timeout=30).json()["id"]
         wait_for(lambda: httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()["status"] == "succeeded", 120,
-                 "the job")
+                 "the job", every=0.3)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -256,7 +265,7 @@ def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_mo
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    err = proc.stderr.read().decode()
+    err = log_path.read_text()
     assert rc == 0, err[-2000:]
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert {"server starting", "worker started", "job succeeded", "worker stopped"} <= {ln["msg"] for ln in lines}
