@@ -22,17 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from conjure.evaluation.report import mean_r1
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 TARGETS = {"fid_ratio_to_floor": ("<=", 3.0), "clip_r1_generated_over_real": (">=", 0.5),
            "class_accuracy": (">=", 0.8)}
-
-
-def mean_r1(per_source: dict) -> float:
-    """R@1 over all images of every source (each source weighted by its image count)."""
-    n = sum(v["n"] for v in per_source.values())
-    return round(sum(v["r1"] * v["n"] for v in per_source.values()) / n, 4) if n else float("nan")
 
 
 def summarise(heldout: dict, invocab: dict) -> dict:

@@ -255,6 +255,8 @@ def evaluate(
     bias_model: Annotated[str, typer.Option("--model", help="With MODEL = bias: the model to audit.")] = "conjure-tiny",
     n_per_prompt: Annotated[int, typer.Option(help="With MODEL = bias: images per prompt.")] = 16,
     threads: Annotated[int, typer.Option(help="CPU threads (1 suits a shared, loaded machine).")] = 1,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: the "
+                                                           "model's).")] = None,
 ) -> None:
     """Generate a prompt suite's images and write a report folder (metrics.json, report.md, samples.png):
     fid_conjure / kid_conjure / is_conjure / precision-recall beside the real-vs-real floor, class accuracy and
@@ -262,6 +264,8 @@ def evaluate(
     from conjure.evaluation.report import evaluate as run_evaluation
     if model == "bias":
         from conjure.evaluation.bias import audit
+        if guidance is not None:
+            fail("--guidance applies to suite evaluations; the bias audit samples at the model's default guidance")
         out = out or Path("evaluations") / f"bias-{bias_model}-k{n_per_prompt}"
         try:
             audit(bias_model, n_per_prompt, out, steps=steps, seed=seed)
@@ -273,7 +277,7 @@ def evaluate(
         fail("--n must be at least 2 and --threads at least 1")
     out = out or Path("evaluations") / f"{model}-{suite}-{n}"
     try:
-        run_evaluation(model, suite, n, out, steps=steps, seed=seed, threads=threads)
+        run_evaluation(model, suite, n, out, steps=steps, seed=seed, threads=threads, guidance=guidance)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(str(out / "report.md"))

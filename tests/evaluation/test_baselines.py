@@ -145,6 +145,32 @@ def test_generated_images_are_cached_and_a_stopped_run_resumes(tiny_model_dir, t
     assert calls == [1] and torch.equal(resumed, first)                      # only the missing image, same seed
 
 
+def test_generated_images_follow_the_guidance_asked_for_and_cache_apart(tiny_model_dir, tmp_path):
+    from conjure.evaluation import report
+    from conjure.pipelines.components import ModelSpec
+    from conjure.pipelines.registry import add_model
+    add_model(tiny_model_dir, "guided-tiny")
+    default = ModelSpec.read(tiny_model_dir).default_guidance
+    prompts = ["red apple", "house icon"]
+    plain, _ = report.generate("guided-tiny", prompts, 5, 2, cache=tmp_path)
+    same, _ = report.generate("guided-tiny", prompts, 5, 2, cache=tmp_path, guidance=default)
+    assert len(list(tmp_path.glob("*.npy"))) == 1 and torch.equal(same, plain)   # the default keeps its key
+    low, _ = report.generate("guided-tiny", prompts, 5, 2, cache=tmp_path, guidance=1.0)
+    high, _ = report.generate("guided-tiny", prompts, 5, 2, cache=tmp_path, guidance=default + 4)
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+    assert not torch.equal(low, plain) and not torch.equal(high, plain) and not torch.equal(low, high)
+
+
+def test_evaluate_refuses_a_guidance_out_of_range_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+    from conjure.cli import app
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["evaluate", "conjure-tiny", "--guidance", "99", "--out", str(out)])
+    assert result.exit_code == 2 and "guidance must be between 0 and 30" in result.stderr and not out.exists()
+    result = CliRunner().invoke(app, ["evaluate", "bias", "--guidance", "3", "--out", str(out)])
+    assert result.exit_code == 2 and "--guidance applies to suite evaluations" in result.stderr and not out.exists()
+
+
 @pytest.mark.slow   # loads both evaluation networks
 def test_evaluate_measures_images_made_elsewhere(tiny_data, tmp_path, monkeypatch):
     """images= measures given images (one per suite row) without loading a model; the wrong shape is refused."""

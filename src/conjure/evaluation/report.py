@@ -96,13 +96,15 @@ def interleave(rows: list[dict], seed: int = 0) -> list[dict]:
 
 
 def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch: int = 16,
-             cache: Path | None = None) -> tuple[torch.Tensor, str]:
+             cache: Path | None = None, guidance: float | None = None) -> tuple[torch.Tensor, str]:
     """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64), and the model's hash: a model that
     declares 64 px is asked for it (its base output, the upsampler judged apart), others are resized. The guard
-    (screening, watermark, C2PA) is left off: these images are measured, not delivered.
+    (screening, watermark, C2PA) is left off: these images are measured, not delivered. `guidance`: the
+    classifier-free guidance scale (default: the model's).
 
-    With `cache` (a folder), the images are kept there under a key of the model's hash, prompts, seed and
-    steps, saved every few batches: a run that was stopped resumes, and measuring again does not regenerate."""
+    With `cache` (a folder), the images are kept there under a key of the model's hash, prompts, seed, steps
+    and any guidance other than the model's default, saved every few batches: a run that was stopped resumes,
+    and measuring again does not regenerate."""
     import hashlib
     from conjure.data.build import resize_images
     from conjure.pipelines import load_pipeline
@@ -115,12 +117,15 @@ def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch
     path = None
     out: list[np.ndarray] = []
     if cache is not None:
-        key = hashlib.sha256(json.dumps([model_hash, prompts, seed, steps, size]).encode()).hexdigest()[:20]
+        parts = [model_hash, prompts, seed, steps, size]
+        if guidance is not None and guidance != getattr(spec, "default_guidance", None):
+            parts.append(float(guidance))     # the default keeps the key it always had
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
         path = Path(cache) / f"{key}.npy"
         if path.is_file():
             out = list(np.load(path))
     for i in range(len(out), len(prompts), batch):
-        reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps, size=size)
+        reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps, size=size, guidance=guidance)
                 for j, p in enumerate(prompts[i:i + batch])]
         for res in pipe.generate_batch(reqs, [Job() for _ in reqs]):
             if isinstance(res, Exception):
@@ -183,6 +188,13 @@ def suite_rows(rows: list[dict], counts: dict[str, int], seed: int = 0) -> list[
     return interleave(picked, seed)
 
 
+def mean_r1(per_source: dict) -> float:
+    """R@1 over all images of every source (each source weighted by its image count), from a report's
+    per-source {"r1", "n"} entries."""
+    n = sum(v["n"] for v in per_source.values())
+    return round(sum(v["r1"] * v["n"] for v in per_source.values()) / n, 4) if n else float("nan")
+
+
 def class_accuracy_by_source(net, images: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
     """Per source: the accuracy of every classifier head that applies to its images."""
     from conjure.evaluation.data import label_tensor
@@ -200,19 +212,23 @@ def class_prompt_accuracy(by_source: dict[str, dict[str, float]]) -> dict[str, f
 
 
 def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = None, seed: int = 0,
-             images: torch.Tensor | None = None, threads: int = 1) -> dict:
+             images: torch.Tensor | None = None, threads: int = 1, guidance: float | None = None) -> dict:
     """Generate up to n images over the suite's prompts and measure them against real images with a floor.
 
     The per-source counts follow the real reference (conjure.evaluation.metrics.reference_pair), so that
     generated and real sets mix the sources alike. `images` (uint8 (N, 3, 64, 64), one per suite row in
     `suite_rows` order) measures images made elsewhere instead of generating; the report names `model` as
     given and its hash as "external". `threads`: torch and ONNX Runtime threads (1 by default: on a shared, loaded
-    CPU one thread runs faster than two; on an idle one, more threads generate faster)."""
+    CPU one thread runs faster than two; on an idle one, more threads generate faster).
+    `guidance`: the classifier-free guidance scale to generate with (default: the model's); it is recorded."""
     from conjure.data.show import save_contact_sheet
     from conjure.evaluation.data import label_tensor, load_image_set
     from conjure.evaluation.metrics import class_accuracy, image_set_metrics, load_feature_net, reference_pair
     from conjure.models.clip import ClipModel
     from conjure.config import BUILTIN_MODELS_DIR
+    from conjure.pipelines.request import MAX_GUIDANCE
+    if guidance is not None and not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise ValueError(f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}")
     torch.set_num_threads(threads)
     all_rows = read_suite(suite)
     suite_sources = sorted({r["source"] for r in all_rows})
@@ -223,7 +239,8 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     t0 = time.time()
     from conjure.config import get_settings
     if images is None:
-        fake, model_hash = generate(model, prompts, seed, steps, cache=get_settings().home / "cache" / "evaluations")
+        fake, model_hash = generate(model, prompts, seed, steps, cache=get_settings().home / "cache" / "evaluations",
+                                    guidance=guidance)
     else:
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, 64, 64) or len(images) != len(rows):
             raise ValueError(f"images must be uint8 ({len(rows)}, 3, 64, 64), one per suite row; got "
@@ -235,7 +252,7 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     net = load_feature_net()
     metrics = {"model": model, "model_hash": model_hash, "suite": suite, "n_samples": len(rows), "seed": seed,
                "threads": threads,
-               "steps": steps, "generation_seconds": round(gen_seconds, 1), "per_source": refs.counts,
+               "steps": steps, "guidance": guidance, "generation_seconds": round(gen_seconds, 1), "per_source": refs.counts,
                "reference": refs.reference_name, "floor_images": refs.floor_name}
     metrics["generated"] = image_set_metrics(net, refs.reference, fake)
     metrics["floor"] = image_set_metrics(net, refs.reference, refs.floor)
@@ -333,7 +350,8 @@ def report_markdown(m: dict) -> str:
     g, f = m["generated"], m["floor"]
     ref, flo = m.get("reference", "test-split"), m.get("floor_images", "validation-split")
     lines = [f"# Evaluation of {m['model']} on the '{m['suite']}' suite", "",
-             f"{m['n_samples']} generated images (seed {m['seed']}, steps {m['steps'] or 'model default'}), measured "
+             f"{m['n_samples']} generated images (seed {m['seed']}, steps {m['steps'] or 'model default'}, guidance "
+             f"{'model default' if m.get('guidance') is None else m['guidance']}), measured "
              f"at 64x64 with conjure-features against {g['n_real']} {ref} images; the floor is "
              f"{f['n_fake']} {flo} images against the same {ref} images. Generation "
              f"{m['generation_seconds']} s, metrics {m['metric_seconds']} s. Metrics named `_conjure` use "
