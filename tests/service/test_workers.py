@@ -269,3 +269,17 @@ def test_conjure_serve_starts_a_worker_child_and_stops_cleanly(tmp_path, tiny_mo
     assert rc == 0, err[-2000:]
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert {"server starting", "worker started", "job succeeded", "worker stopped"} <= {ln["msg"] for ln in lines}
+    access = [ln["msg"] for ln in lines if ln["logger"] == "uvicorn.access"]
+    assert any("/v1/jobs/" in m for m in access)                  # requests are access-logged ...
+    assert not any('/readyz HTTP/1.1" 200' in m for m in access)   # ... but not the probes that succeeded
+
+
+def test_access_log_drops_successful_probes_and_keeps_failed_ones():
+    from conjure.service.logs import QuietProbes
+
+    def line(path: str, status: int) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.access", logging.INFO, "h11_impl.py", 1, '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:5000", "GET", path, "1.1", status), None)
+    keep = QuietProbes().filter
+    assert not keep(line("/readyz", 200)) and not keep(line("/healthz", 200)) and not keep(line("/metrics?x=1", 200))
+    assert keep(line("/readyz", 503)) and keep(line("/v1/jobs", 200)) and keep(line("/readyz-not", 200))
