@@ -80,6 +80,17 @@ def test_report_shows_the_retrieval_baseline_and_memorisation_beside_each_target
     assert "| noto | 0.200 (n=10) | 0.400 | 0.300 |" in text
     assert "| generated | 0.250 | 0.000 | 1.100 | 100 |" in text and "| real validation | 0.800 |" in text
     assert "900 training images, 120 test images" in text
+    assert "guidance model default" in text and "Where the `source` head puts" not in text
+
+
+def test_report_shows_the_guidance_and_where_source_checked_images_went():
+    m = {**_metrics_with_baselines(), "guidance": 3.0, "class_prompt_accuracy": {"lucide": 0.25},
+         "class_prompt_accuracy_real": {"lucide": 0.5},
+         "source_confusion": {"generated": {"lucide": {"tabler": 0.6, "lucide": 0.25, "mdi": 0.1, "noto": 0.05}},
+                              "real": {"lucide": {"lucide": 0.5, "tabler": 0.5}}}}
+    text = report_markdown(m)
+    assert "guidance 3.0)" in text and "| lucide | 0.250 | 0.500 |" in text
+    assert "| lucide | tabler 0.60, lucide 0.25, mdi 0.10 | lucide 0.50, tabler 0.50 |" in text
 
 
 @pytest.mark.slow   # generates 8 images with a tiny random model and loads both evaluation networks
@@ -199,3 +210,26 @@ def test_evaluate_refuses_bad_counts_and_writes_nothing(tmp_path, args):
     result = CliRunner().invoke(app, ["evaluate", "conjure-tiny", *args, "--out", str(out)])
     assert result.exit_code == 2 and "--threads at least 1" in result.output
     assert not out.exists()
+
+
+def test_source_confusion_counts_where_the_source_head_puts_each_checked_source():
+    from types import SimpleNamespace
+    from conjure.evaluation.report import source_confusion
+    names = ["bootstrap", "lucide", "tabler"]
+
+    class Judge:                                   # "features" are the logits themselves: argmax is the class
+        config = SimpleNamespace(heads={"source": names})
+
+        def __call__(self, x):
+            return x.float()
+
+        def logits(self, f):
+            return {"source": f}
+    onehot = torch.eye(3)
+    images = torch.stack([onehot[2], onehot[2], onehot[1], onehot[0], onehot[0], onehot[1], onehot[1]])
+    records = [{"source": "lucide"}] * 4 + [{"source": "bootstrap"}, {"source": "mdi"}, {"source": "noto"}]
+    out = source_confusion(Judge(), images, records, batch=3)
+    assert set(out) == {"lucide", "bootstrap"}          # mdi and noto are judged by their own heads
+    assert out["lucide"] == {"tabler": 0.5, "bootstrap": 0.25, "lucide": 0.25}
+    assert list(out["lucide"])[0] == "tabler" and out["bootstrap"] == {"bootstrap": 1.0}
+    assert source_confusion(Judge(), images[-2:], records[-2:]) == {}

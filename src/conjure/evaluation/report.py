@@ -206,6 +206,27 @@ def class_accuracy_by_source(net, images: torch.Tensor, records: list[dict]) -> 
     return out
 
 
+@torch.no_grad()
+def source_confusion(net, images: torch.Tensor, records: list[dict], batch: int = 500) -> dict[str, dict[str, float]]:
+    """For each source whose prompts the `source` head checks (CLASS_HEADS): the share of its images the head
+    assigns to each source, largest first. It shows where the misses go (a Lucide prompt drawn as a
+    Tabler-looking outline icon is a miss, though no prompt names its icon set)."""
+    names = net.config.heads.get("source")
+    wanted = sorted({r["source"] for r in records if CLASS_HEADS.get(r["source"]) == "source"})
+    if not names or not wanted:
+        return {}
+    idx = [i for i, r in enumerate(records) if r["source"] in wanted]
+    preds = torch.cat([net.logits(net(images[idx][k:k + batch]))["source"].argmax(1)
+                       for k in range(0, len(idx), batch)])
+    out = {}
+    for s in wanted:
+        mine = preds[torch.tensor([records[i]["source"] == s for i in idx])]
+        counts = torch.bincount(mine, minlength=len(names)).double() / max(len(mine), 1)
+        out[s] = {names[j]: round(float(counts[j]), 4) for j in counts.argsort(descending=True).tolist()
+                  if counts[j] > 0}
+    return out
+
+
 def class_prompt_accuracy(by_source: dict[str, dict[str, float]]) -> dict[str, float]:
     """Per source, the accuracy of its class head (CLASS_HEADS)."""
     return {s: v[CLASS_HEADS[s]] for s, v in by_source.items() if CLASS_HEADS.get(s) in v}
@@ -265,6 +286,8 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     metrics["class_prompt_accuracy"] = class_prompt_accuracy(metrics["class_accuracy_by_source"])
     metrics["class_prompt_accuracy_real"] = class_prompt_accuracy(
         class_accuracy_by_source(net, refs.floor, refs.floor_records))
+    metrics["source_confusion"] = {"generated": source_confusion(net, fake, records),
+                                   "real": source_confusion(net, refs.floor, refs.floor_records)}
     # 4. CLIP R@1 among 100 distinct captions of the same source, generated and real images of the same
     #    concepts (the suite's split: test concepts for the held-out suite, training concepts in-vocabulary)
     clip = ClipModel.from_pretrained(BUILTIN_MODELS_DIR / "conjure-clip")
@@ -383,6 +406,15 @@ def report_markdown(m: dict) -> str:
                   "| source | generated | real (floor images) |", "|---|---|---|"]
         for s, v in m["class_prompt_accuracy"].items():
             lines.append(f"| {s} | {v:.3f} | {real.get(s, nan):.3f} |")
+        conf = m.get("source_confusion") or {}
+        if conf.get("generated"):
+            lines += ["", "Where the `source` head puts the images of the sources it checks (share per predicted "
+                          "source, generated / real): no prompt names its icon set, so a miss is often a "
+                          "plausible icon in another set's style.", "",
+                      "| source | generated | real |", "|---|---|---|"]
+            for s, v in conf["generated"].items():
+                fmt = lambda d: ", ".join(f"{k} {x:.2f}" for k, x in list(d.items())[:3])  # noqa: E731
+                lines.append(f"| {s} | {fmt(v)} | {fmt(conf.get('real', {}).get(s, {}))} |")
     real_name = {"test": "real test images", "train": "real training images"}.get(
         m.get("clip_r1_real_split", "test"), "real images")
     lines += ["", "## CLIP R@1 among 100 distinct captions of the same source (ties are misses)", "",
