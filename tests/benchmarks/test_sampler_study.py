@@ -134,3 +134,43 @@ def test_precision_and_batch_are_part_of_the_cache_key_and_bf16_counts_the_same(
     study.cached_generate(tmp_path, pipe, prompts, 4, "dpmpp_2m", 2, batch=1)
     assert len(list(tmp_path.glob("dpmpp_2m-2-n4-*.npz"))) == 3
     assert fp[2] == bf[2] == 4 and fp[1] == bf[1] == [0, 0, 1, 1]
+
+
+def test_halves_hold_every_prompt_and_the_reference_against_itself_is_the_floor(study):
+    owner = [0, 0, 0, 0, 1, 1, 1, 1]
+    a, b = study.halves(owner)
+    assert a == [0, 2, 4, 6] and b == [1, 3, 5, 7]
+    g = torch.Generator().manual_seed(0)
+    f_ref = torch.randn(400, 6, generator=g)
+    same = torch.randn(400, 6, generator=g)                 # another draw of the same distribution
+    shifted = torch.randn(400, 6, generator=g) + 1.5
+    owners = [i % 10 for i in range(400)]
+    floor = study.fid_to_reference(f_ref, owners, f_ref, owners, bootstrap=20)
+    near = study.fid_to_reference(f_ref, owners, same, owners, bootstrap=20)
+    far = study.fid_to_reference(f_ref, owners, shifted, owners, bootstrap=20)
+    assert floor["n_half"] == 200 and floor["fid_to_ddpm"] < 1.0
+    assert near["fid_to_ddpm_ci95"][0] <= floor["fid_to_ddpm_ci95"][1]          # same distribution: at the floor
+    assert far["fid_to_ddpm"] > 10 * floor["fid_to_ddpm"] and far["fid_to_ddpm_ci95"][0] > floor["fid_to_ddpm_ci95"][1]
+
+
+def test_report_states_the_claim_and_the_sharper_check_from_the_rows(study, tmp_path):
+    def row(sampler, steps, fid, fid_ddpm, lo, hi):
+        return {"sampler": sampler, "steps": steps, "nfe_per_image": 2.0 * steps, "seconds_per_image": 0.1,
+                "fid_conjure": fid, "fid_ci95": [fid - 5, fid + 5], "clip_score": 40.0, "clip_ci95": [39.0, 41.0],
+                "fid_to_ddpm": fid_ddpm, "fid_to_ddpm_ci95": [lo, hi], "n_half": 250}
+    ref = row("ddpm", 1000, 100.0, 4.0, 3.0, 5.0)
+    rows = [ref, row("dpmpp_2m", 15, 104.0, 9.0, 7.0, 11.0), row("dpmpp_2m", 20, 103.0, 5.0, 4.5, 6.0)]
+    for r in rows[1:]:
+        r["vs_ddpm_1000"] = study.matches(r, ref)
+        r["vs_ddpm_1000"]["at_floor"] = r["fid_to_ddpm_ci95"][0] <= ref["fid_to_ddpm_ci95"][1]
+    result = {"model": "m", "model_hash": "0123456789abcdef", "n_per_config": 500, "preview": False,
+              "prompts": ["p"] * 10, "guidance": 5.0, "precision": "bf16", "batch": 16, "n_real": 1000,
+              "bootstrap_rounds": 50, "machine": "test", "rows": rows}
+    result["claim"] = study.claim_verdict(rows, ref)
+    assert result["claim"]["holds"] and result["claim"]["at_floor_by_steps"] == {15: False, 20: True}
+    text = study.markdown(result)
+    assert "the claim holds for the steps tested" in text
+    assert "15 steps: above the floor, 20 steps: at the floor" in text and "4.00 [3.00, 5.00], 250 images" in text
+    assert "| 4.00 (floor) | [3.00, 5.00] |" in text
+    study.plot(result, tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 10_000
