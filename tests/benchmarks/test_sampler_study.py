@@ -172,5 +172,7 @@ def test_report_states_the_claim_and_the_sharper_check_from_the_rows(study, tmp_
     assert "the claim holds for the steps tested" in text
     assert "15 steps: above the floor, 20 steps: at the floor" in text and "4.00 [3.00, 5.00], 250 images" in text
     assert "| 4.00 (floor) | [3.00, 5.00] |" in text
+    assert "2 of 2 fast configurations match DDPM 1000, dpmpp_2m at 15 steps (30 evaluations) among them" in text
+    assert "separates none of them" in text and "DPM++ 2M at 15 steps 1x faster" in text
     study.plot(result, tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 10_000
