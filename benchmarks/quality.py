@@ -60,6 +60,13 @@ def summarise(heldout: dict, invocab: dict) -> dict:
         "metric_seconds": heldout["metric_seconds"], "generation_seconds": heldout["generation_seconds"],
         "evaluators": heldout.get("evaluators"),
     }
+    hc, ic = heldout.get("decoder_ceiling"), invocab.get("decoder_ceiling")
+    if hc:          # what the model's VAE alone costs (report.decoder_ceiling)
+        out["decoder_ceiling"] = {
+            "fid_conjure": hc["fid_conjure"], "fid_conjure_ci95": hc["fid_conjure_ci95"],
+            "kid_conjure": hc["kid_conjure"], "class_accuracy_by_source": hc["class_prompt_accuracy"],
+            "class_accuracy_invocab_training_images": (ic or {}).get("class_prompt_accuracy_concepts"),
+            "class_accuracy_invocab_training_images_vae": (ic or {}).get("class_prompt_accuracy_concepts_vae")}
     ratios = {"fid_ratio_to_floor": out["fid_conjure"] / out["fid_conjure_floor"],
               "clip_r1_generated_over_real": out["clip_r1_generated"] / out["clip_r1_real"]
               if out["clip_r1_real"] else float("nan"),
@@ -78,6 +85,30 @@ def judged_well(q: dict) -> str:
     """The sources whose class head reaches 0.8 on real unseen images, in words."""
     good = [s for s, v in (q.get("class_accuracy_real_by_source") or {}).items() if v >= 0.8]
     return ", ".join(good) if good else "no source"
+
+
+def ceiling_markdown(q: dict) -> list[str]:
+    """The decoder's ceiling: real images through the model's own VAE, beside real and generated."""
+    c = q.get("decoder_ceiling")
+    if not c:
+        return []
+    nan = float("nan")
+    real, inv = q.get("class_accuracy_real_by_source") or {}, q.get("class_accuracy_invocab_by_source") or {}
+    tr, tr_vae = c.get("class_accuracy_invocab_training_images") or {}, c.get("class_accuracy_invocab_training_images_vae") or {}
+    lines = ["", "## The decoder's ceiling", "",
+             "Real images encoded by the model's own VAE and decoded the way its generations are: what it would "
+             "deliver if its U-Net found every latent exactly. A gap between 'real' and 'after the VAE' is lost "
+             "in the decoder, whatever the U-Net does.", "",
+             "| measure | real | after the VAE | generated |", "|---|---|---|---|",
+             f"| fid_conjure, held-out floor images (95% CI) | {q['fid_conjure_floor']:.2f} | {c['fid_conjure']:.2f} "
+             f"{interval(c['fid_conjure_ci95'])} | {q['fid_conjure']:.2f} |",
+             f"| kid_conjure | {q['kid_conjure_floor']:.3f} | {c['kid_conjure']:.3f} | {q['kid_conjure']:.3f} |", "",
+             "| source | class-prompt accuracy, held-out: real unseen | after the VAE | generated | "
+             "in-vocabulary: real training images | after the VAE | generated |", "|---|---|---|---|---|---|---|"]
+    for s, v in q["class_accuracy_by_source"].items():
+        lines.append(f"| {s} | {real.get(s, nan):.3f} | {c['class_accuracy_by_source'].get(s, nan):.3f} | {v:.3f} | "
+                     f"{tr.get(s, nan):.3f} | {tr_vae.get(s, nan):.3f} | {inv.get(s, nan):.3f} |")
+    return lines
 
 
 def markdown(q: dict) -> str:
@@ -120,6 +151,7 @@ def markdown(q: dict) -> str:
     for s, v in q["class_accuracy_by_source"].items():
         lines.append(f"| {s} | {v:.3f} | {real.get(s, nan):.3f} | {inv.get(s, nan):.3f} | "
                      f"{q['clip_r1_generated_by_source'].get(s, nan):.3f} | {q['clip_r1_real_by_source'].get(s, nan):.3f} |")
+    lines += ceiling_markdown(q)
     lines += ["", f"Reproduce: `CONJURE_HOME=.cache/conjure .venv/bin/python benchmarks/quality.py --model {q['model']} "
               f"--n {q['n_samples']} --n-invocab {q['n_invocab']}"
               + (f" --threads {q['threads']}" if q.get("threads", 1) != 1 else "") + f"` ({q['machine']}).", ""]

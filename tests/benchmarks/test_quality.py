@@ -40,3 +40,21 @@ def test_summary_weights_r1_by_images_and_judges_each_target(quality):
     q["machine"] = "test"
     text = quality.markdown(q)
     assert "| class-prompt accuracy, lowest source (b) | 0.700 | >= 0.8 | **missed** |" in text
+
+
+def test_summary_carries_the_decoder_ceiling_beside_real_and_generated(quality):
+    heldout = _run(30.0, 10.0, {"a": {"r1": 0.2, "n": 10}}, {"a": {"r1": 0.4, "n": 10}}, {"a": 0.9, "b": 0.7})
+    invocab = _run(0, 1, {"a": {"r1": 0.1, "n": 30}}, {"a": {"r1": 0.3, "n": 30}}, {"a": 0.8, "b": 0.6})
+    assert "decoder_ceiling" not in quality.summarise(heldout, invocab)      # older runs have none
+    heldout["decoder_ceiling"] = {"fid_conjure": 14.0, "fid_conjure_ci95": [12.0, 16.0], "kid_conjure": 0.02,
+                                  "class_prompt_accuracy": {"a": 0.85, "b": 0.5}}
+    invocab["decoder_ceiling"] = {"class_prompt_accuracy_concepts": {"a": 0.99, "b": 0.95},
+                                  "class_prompt_accuracy_concepts_vae": {"a": 0.97, "b": 0.55}}
+    q = quality.summarise(heldout, invocab)
+    c = q["decoder_ceiling"]
+    assert c["fid_conjure"] == 14.0 and c["class_accuracy_by_source"] == {"a": 0.85, "b": 0.5}
+    assert c["class_accuracy_invocab_training_images_vae"] == {"a": 0.97, "b": 0.55}
+    q["machine"] = "test"
+    text = quality.markdown(q)
+    assert "| fid_conjure, held-out floor images (95% CI) | 10.00 | 14.00 [12.00, 16.00] | 30.00 |" in text
+    assert "| b | 0.700 | 0.500 | 0.700 | 0.950 | 0.550 | 0.600 |" in text

@@ -108,7 +108,13 @@ def test_evaluate_writes_both_baselines(tiny_data, tiny_model_dir, tmp_path, mon
     ret = m["retrieval_baseline"]
     assert ret["n_train"] > 0 and set(ret["clip_r1"]) == set(m["clip_r1_generated"])
     assert set(ret["class_accuracy"]) <= set(m["class_accuracy"]) and "source" in ret["class_accuracy"]
-    assert "## Memorisation" in (tmp_path / "out" / "report.md").read_text()
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Memorisation" in text
+    c = m["decoder_ceiling"]                     # the tiny model's VAE round trip, beside the floor
+    assert c["fid_conjure"] > 0 and c["fid_conjure_ci95"][0] <= c["fid_conjure"] <= c["fid_conjure_ci95"][1]
+    assert set(c["class_prompt_accuracy"]) == set(m["class_prompt_accuracy_real"])
+    assert set(c["class_prompt_accuracy_concepts_vae"]) == set(c["class_prompt_accuracy_concepts"])
+    assert "## The decoder's ceiling" in text and f"| fid_conjure | " in text
 
 
 @pytest.mark.slow   # generates 8 images with a tiny random model and loads both evaluation networks
@@ -233,3 +239,44 @@ def test_source_confusion_counts_where_the_source_head_puts_each_checked_source(
     assert out["lucide"] == {"tabler": 0.5, "bootstrap": 0.25, "lucide": 0.25}
     assert list(out["lucide"])[0] == "tabler" and out["bootstrap"] == {"bootstrap": 1.0}
     assert source_confusion(Judge(), images[-2:], records[-2:]) == {}
+
+
+def test_a_vae_round_trip_through_conjure_tiny_keeps_real_images_and_a_random_vae_does_not(tiny_data, tiny_model_dir):
+    """The ceiling's round trip is the model's own encode and decode: the trained VAE gives the images back
+    within its validation error, the untrained test VAE does not; a model without a conjure VAE has none."""
+    from conjure.evaluation.data import load_image_set
+    from conjure.evaluation.report import vae_round_trip
+    from conjure.pipelines.registry import add_model
+    real = load_image_set(list(tiny_data.sources), "validation").images[:24]
+    trained = vae_round_trip("conjure-tiny", real)
+    assert trained.shape == real.shape and trained.dtype == torch.uint8
+    err = (trained.float() - real.float()).abs().mean() / 127.5          # in [-1, 1] units, like val_l1
+    assert err < 0.1
+    add_model(tiny_model_dir, "roundtrip-tiny")
+    assert (vae_round_trip("roundtrip-tiny", real).float() - real.float()).abs().mean() / 127.5 > 3 * err
+
+
+def test_vae_round_trip_is_none_for_an_added_diffusers_folder(tiny_sd_dir):
+    from conjure.evaluation.report import vae_round_trip
+    from conjure.pipelines.registry import add_model
+    add_model(tiny_sd_dir, "roundtrip-sd")
+    assert vae_round_trip("roundtrip-sd", torch.zeros(2, 3, 64, 64, dtype=torch.uint8)) is None
+
+
+def test_report_reads_generated_numbers_against_the_decoder_ceiling():
+    from conjure.evaluation.report import report_markdown
+    one = {"fid_conjure": 30.0, "kid_conjure": 2.0, "is_conjure": 2.0, "precision_conjure": 0.5,
+           "recall_conjure": 0.4, "ci95": {"fid_conjure": (25.0, 35.0)}, "n_real": 100, "n_fake": 100}
+    m = {"model": "m", "suite": "heldout", "n_samples": 100, "seed": 0, "steps": None, "generation_seconds": 1.0,
+         "metric_seconds": 2.0, "generated": one, "floor": {**one, "fid_conjure": 10.0, "kid_conjure": 0.5},
+         "class_accuracy": {"source": 0.5}, "class_accuracy_real": {"source": 0.9},
+         "class_prompt_accuracy": {"lucide": 0.2}, "class_prompt_accuracy_real": {"lucide": 0.5},
+         "decoder_ceiling": {"fid_conjure": 14.0, "kid_conjure": 0.75, "class_prompt_accuracy": {"lucide": 0.4},
+                             "n_concept_images": 3, "class_prompt_accuracy_concepts": {"lucide": 0.6},
+                             "class_prompt_accuracy_concepts_vae": {"lucide": 0.3}},
+         "clip_r1_generated": {"noto": {"r1": 0.2, "n": 10}}, "clip_r1_real": {"noto": {"r1": 0.4}}}
+    text = report_markdown(m)
+    assert "| fid_conjure | 10.00 | 14.00 | 30.00 |" in text and "| kid_conjure | 0.500 | 0.750 | 2.000 |" in text
+    assert "| class-prompt accuracy, lucide | 0.500 | 0.400 | 0.200 |" in text
+    assert "(3 images)" in text and "| lucide | 0.600 | 0.300 | 0.200 |" in text
+    assert "decoder's ceiling" not in report_markdown({k: v for k, v in m.items() if k != "decoder_ceiling"})

@@ -139,6 +139,47 @@ def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), model_hash
 
 
+@torch.no_grad()
+def vae_round_trip(model: str, images: torch.Tensor, batch: int = 100) -> torch.Tensor | None:
+    """Real images (uint8 (N, 3, 64, 64)) encoded by the model's VAE (posterior mode) and decoded the way its
+    generations are: what the model would deliver if its U-Net found every image's latent exactly. None for
+    a model with no conjure VAE at a 64 px base (an added diffusers folder)."""
+    from conjure.pipelines import load_pipeline
+    pipe = load_pipeline(model, responsible=False)
+    spec = getattr(pipe, "spec", None)
+    if spec is None or spec.base_size != 64 or tuple(images.shape[1:]) != (3, 64, 64):
+        return None
+    sf = pipe.components.vae_config["scaling_factor"]
+    out = []
+    for b in images.split(batch):
+        z = pipe.vae.encode(b.float() / 127.5 - 1.0).latent_dist.mode()
+        out.append(((pipe.decode(z * sf).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    return torch.cat(out)
+
+
+def decoder_ceiling(model: str, net, refs, concept_images: torch.Tensor, concept_records: list[dict]) -> dict | None:
+    """What the model's VAE alone costs: the floor images after a VAE round trip, measured against the same
+    reference as the generated ones (FID, KID, class-prompt accuracy), and the judge on real images of the
+    suite's own concepts, as they are and after the round trip. A U-Net that found every latent exactly
+    would score these, so the generated numbers are read against them, not against the raw floor."""
+    from conjure.evaluation.metrics import image_set_metrics
+    floor_rt = vae_round_trip(model, refs.floor)
+    if floor_rt is None:
+        return None
+    m = image_set_metrics(net, refs.reference, floor_rt)
+    out = {"images": "floor images after a round trip through the model's VAE",
+           "fid_conjure": m["fid_conjure"], "fid_conjure_ci95": m["ci95"]["fid_conjure"],
+           "kid_conjure": m["kid_conjure"],
+           "class_prompt_accuracy": class_prompt_accuracy(class_accuracy_by_source(net, floor_rt, refs.floor_records))}
+    if len(concept_images):
+        out["n_concept_images"] = len(concept_images)
+        out["class_prompt_accuracy_concepts"] = class_prompt_accuracy(
+            class_accuracy_by_source(net, concept_images, concept_records))
+        out["class_prompt_accuracy_concepts_vae"] = class_prompt_accuracy(
+            class_accuracy_by_source(net, vae_round_trip(model, concept_images), concept_records))
+    return out
+
+
 def caption_pool(clip, rows: list[dict]) -> dict[str, tuple[list[str], torch.Tensor]]:
     """Per source: the suite's distinct prompts, sorted, and their CLIP text embeddings (M, E), computed once
     for every R@1 measured against them."""
@@ -307,6 +348,11 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     metrics["clip_r1_real"] = _clip_r1(clip, real.images[[i for i, _ in have]], [r["prompt"] for _, r in have],
                                        [r["source"] for _, r in have], pool, seed)
     metrics["clip_r1_real_split"] = split
+    # 4b. the decoder's ceiling (models with a conjure VAE; images made elsewhere have none to measure)
+    if images is None:
+        metrics["decoder_ceiling"] = decoder_ceiling(
+            model, net, refs, real.images[[i for i, _ in have]],
+            [{"source": r["source"], "labels": r.get("labels", {})} for _, r in have])
     # 5. beside each target: what pure retrieval of training images achieves, and how much is memorised
     test = real.images if split == "test" else load_image_set(suite_sources, "test").images
     val = load_image_set(suite_sources, "validation").images
@@ -368,6 +414,32 @@ def evaluator_hashes() -> dict[str, str]:
             for name in ("conjure-features", "conjure-clip")}
 
 
+def _ceiling_markdown(m: dict) -> list[str]:
+    c = m.get("decoder_ceiling")
+    if not c:
+        return []
+    f, g = m["floor"], m["generated"]
+    lines = ["", "## The decoder's ceiling", "",
+             "Real images encoded by the model's VAE and decoded as its generations are: what it would deliver "
+             "if its U-Net found every latent exactly. Generated numbers are read against these.", "",
+             "| measure | real floor images | after a VAE round trip | generated |", "|---|---|---|---|",
+             f"| fid_conjure | {f['fid_conjure']:.2f} | {c['fid_conjure']:.2f} | {g['fid_conjure']:.2f} |",
+             f"| kid_conjure | {f['kid_conjure']:.3f} | {c['kid_conjure']:.3f} | {g['kid_conjure']:.3f} |"]
+    real = m.get("class_prompt_accuracy_real", {})
+    for s, v in c["class_prompt_accuracy"].items():
+        lines.append(f"| class-prompt accuracy, {s} | {real.get(s, float('nan')):.3f} | {v:.3f} | "
+                     f"{m.get('class_prompt_accuracy', {}).get(s, float('nan')):.3f} |")
+    if c.get("class_prompt_accuracy_concepts"):
+        split = {"test": "test", "train": "training"}.get(m.get("clip_r1_real_split", "test"), "real")
+        lines += ["", f"The judge on one real {split} image of each of the suite's own concepts "
+                      f"({c['n_concept_images']} images), as it is and after the round trip:", "",
+                  "| source | real | after a VAE round trip | generated |", "|---|---|---|---|"]
+        for s, v in c["class_prompt_accuracy_concepts"].items():
+            lines.append(f"| {s} | {v:.3f} | {c['class_prompt_accuracy_concepts_vae'].get(s, float('nan')):.3f} | "
+                         f"{m.get('class_prompt_accuracy', {}).get(s, float('nan')):.3f} |")
+    return lines
+
+
 def report_markdown(m: dict) -> str:
     keys = ["fid_conjure", "kid_conjure", "is_conjure", "precision_conjure", "recall_conjure"]
     g, f = m["generated"], m["floor"]
@@ -415,6 +487,7 @@ def report_markdown(m: dict) -> str:
             for s, v in conf["generated"].items():
                 fmt = lambda d: ", ".join(f"{k} {x:.2f}" for k, x in list(d.items())[:3])  # noqa: E731
                 lines.append(f"| {s} | {fmt(v)} | {fmt(conf.get('real', {}).get(s, {}))} |")
+    lines += _ceiling_markdown(m)
     real_name = {"test": "real test images", "train": "real training images"}.get(
         m.get("clip_r1_real_split", "test"), "real images")
     lines += ["", "## CLIP R@1 among 100 distinct captions of the same source (ties are misses)", "",
