@@ -119,6 +119,7 @@ def test_finish_model_writes_a_model_card(tiny_data, tiny_vae_dir, tmp_path):
     out = finish_model(run, tmp_path / "models" / "t", val_limit=8)
     card = (out / "README.md").read_text()
     assert "Images seen: **32**" in card and "Validation diffusion loss" in card
+    assert "Trained to its budget of 32 images" in card and "short of its budget" not in card
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images_seen"] == 32 and 0 < metrics["validation"]["n_items"] <= 8
     assert (out / "samples.png").is_file()

@@ -142,6 +142,8 @@ def card_text(recipe, counts, images_seen, sittings, train_loss, val, vae_metric
                 else "VAE: no training metrics recorded.")
     src_rows = "\n".join(f"| {s} | {pkg} | {lic} | {n} |" for s, (lic, pkg, n) in counts.items())
     by_t = ", ".join(f"t={t}: {v:.4f}" for t, v in val["loss_by_t"].items())
+    budget = (f"Trained short of its budget ({images_seen:,} of {recipe['images']:,} images)"
+              if images_seen < recipe["images"] else f"Trained to its budget of {recipe['images']:,} images")
     return f"""# {recipe['name']}
 
 conjure's first built-in text-to-image model: latent diffusion on 64x64 emoji and icons, delivered at
@@ -188,7 +190,7 @@ sources is one group, an icon name across sets is one group). Captions come from
 ![samples](samples.png)
 
 ## Limits
-Trained short of its budget on 2 CPU cores: see the images-seen figure above. Quality (FID with conjure's own
+{budget}, on CPU only: a small model, with the weak prompts the sample grid shows. Quality (FID with conjure's own
 features, CLIP R@1, class-prompt accuracy against the issue's targets) is measured by `conjure evaluate` and
 reported in `benchmarks/results/quality_conjure_tiny.md`; check that its model hash is the one above.
 """
