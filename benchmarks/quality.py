@@ -58,6 +58,7 @@ def summarise(heldout: dict, invocab: dict) -> dict:
         "memorisation_rate": heldout["memorisation"]["generated"]["rate"],
         "memorisation_rate_real_validation": heldout["memorisation"]["real_validation"]["rate"],
         "metric_seconds": heldout["metric_seconds"], "generation_seconds": heldout["generation_seconds"],
+        "images_from_cache": heldout.get("images_from_cache"),
         "evaluators": heldout.get("evaluators"),
     }
     hc, ic = heldout.get("decoder_ceiling"), invocab.get("decoder_ceiling")

@@ -53,5 +53,13 @@ def test_findings_follow_the_numbers(study, tmp_path):
     assert "intervals overlapping" in text2 and "recall is not monotonic" in text2
     md = study.markdown(r)
     assert "| 2 | 20.00 | [18.00, 22.00] | 2.00 |" in md and "--guidance 1 2 5 --n 40 --threads 2" in md
+    assert "| guidance | a | b |" in md and "| 5 | 0.600 | 0.200 |" in md and "| 12 |" in md
+    # the best R@1 is 0.525 over 40 images (2 SE = 0.158): guidance 2 (0.375) is within it and has the lowest FID
+    assert "within two binomial standard errors of the highest (at least 0.367): guidance 2, 5; of these, " \
+           "guidance 2 has the lowest fid_conjure (20.00)" in text
+    cached = dict(r, rows=[dict(x, generation_seconds=0.2, images_from_cache=40) for x in r["rows"]])
+    assert "| cached |" in study.markdown(cached)
+    part = dict(r, rows=[dict(x, images_from_cache=16) for x in r["rows"]])
+    assert "| 12 (16 cached) |" in study.markdown(part)
     study.plot(r, tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 10_000

@@ -147,19 +147,22 @@ def test_generated_images_are_cached_and_a_stopped_run_resumes(tiny_model_dir, t
     from conjure.pipelines.text_to_image import TextToImagePipeline
     add_model(tiny_model_dir, "cache-tiny")
     prompts = ["red apple", "house icon", "cat face"]
-    first, h = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
-    assert first.shape == (3, 3, 64, 64) and first.dtype == torch.uint8
+    stats = {}
+    first, h = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path, stats=stats)
+    assert first.shape == (3, 3, 64, 64) and first.dtype == torch.uint8 and stats == {"from_cache": 0}
     (cached,) = tmp_path.glob("*.npy")
     calls = []
     real = TextToImagePipeline.generate_batch
     monkeypatch.setattr(TextToImagePipeline, "generate_batch",
                         lambda self, reqs, jobs: calls.append(len(reqs)) or real(self, reqs, jobs))
-    again, h2 = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
+    again, h2 = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path, stats=stats)
     assert calls == [] and h2 == h and torch.equal(again, first)          # measured again, not regenerated
+    assert stats == {"from_cache": 3}
     import numpy as np
     np.save(cached, np.load(cached)[:2])                                     # as if stopped after one batch
-    resumed, _ = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path)
+    resumed, _ = report.generate("cache-tiny", prompts, 5, 2, batch=2, cache=tmp_path, stats=stats)
     assert calls == [1] and torch.equal(resumed, first)                      # only the missing image, same seed
+    assert stats == {"from_cache": 2}
 
 
 def test_generated_images_follow_the_guidance_asked_for_and_cache_apart(tiny_model_dir, tmp_path):

@@ -96,7 +96,8 @@ def interleave(rows: list[dict], seed: int = 0) -> list[dict]:
 
 
 def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch: int = 16,
-             cache: Path | None = None, guidance: float | None = None) -> tuple[torch.Tensor, str]:
+             cache: Path | None = None, guidance: float | None = None,
+             stats: dict | None = None) -> tuple[torch.Tensor, str]:
     """Images for prompts (image i uses seed + i) as uint8 (N, 3, 64, 64), and the model's hash: a model that
     declares 64 px is asked for it (its base output, the upsampler judged apart), others are resized. The guard
     (screening, watermark, C2PA) is left off: these images are measured, not delivered. `guidance`: the
@@ -104,7 +105,7 @@ def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch
 
     With `cache` (a folder), the images are kept there under a key of the model's hash, prompts, seed, steps
     and any guidance other than the model's default, saved every few batches: a run that was stopped resumes,
-    and measuring again does not regenerate."""
+    and measuring again does not regenerate. `stats` (a dict) receives how many images came from the cache."""
     import hashlib
     from conjure.data.build import resize_images
     from conjure.pipelines import load_pipeline
@@ -124,6 +125,8 @@ def generate(model: str, prompts: list[str], seed: int, steps: int | None, batch
         path = Path(cache) / f"{key}.npy"
         if path.is_file():
             out = list(np.load(path))
+    if stats is not None:
+        stats["from_cache"] = len(out)
     for i in range(len(out), len(prompts), batch):
         reqs = [GenerationRequest(prompt=p, seed=seed + i + j, steps=steps, size=size, guidance=guidance)
                 for j, p in enumerate(prompts[i:i + batch])]
@@ -300,9 +303,10 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     # 1. generate (timed separately from the metrics)
     t0 = time.time()
     from conjure.config import get_settings
+    gen_stats = {"from_cache": 0}
     if images is None:
         fake, model_hash = generate(model, prompts, seed, steps, cache=get_settings().home / "cache" / "evaluations",
-                                    guidance=guidance)
+                                    guidance=guidance, stats=gen_stats)
     else:
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, 64, 64) or len(images) != len(rows):
             raise ValueError(f"images must be uint8 ({len(rows)}, 3, 64, 64), one per suite row; got "
@@ -314,7 +318,8 @@ def evaluate(model: str, suite: str, n: int, out_dir: Path, steps: int | None = 
     net = load_feature_net()
     metrics = {"model": model, "model_hash": model_hash, "suite": suite, "n_samples": len(rows), "seed": seed,
                "threads": threads,
-               "steps": steps, "guidance": guidance, "generation_seconds": round(gen_seconds, 1), "per_source": refs.counts,
+               "steps": steps, "guidance": guidance, "generation_seconds": round(gen_seconds, 1),
+               "images_from_cache": gen_stats["from_cache"], "per_source": refs.counts,
                "reference": refs.reference_name, "floor_images": refs.floor_name}
     metrics["generated"] = image_set_metrics(net, refs.reference, fake)
     metrics["floor"] = image_set_metrics(net, refs.reference, refs.floor)
