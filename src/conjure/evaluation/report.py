@@ -166,9 +166,10 @@ def decoder_ceiling(model: str, net, refs, concept_images: torch.Tensor, concept
     suite's own concepts, as they are and after the round trip. A U-Net that found every latent exactly
     would score these, so the generated numbers are read against them, not against the raw floor."""
     from conjure.evaluation.metrics import image_set_metrics
-    floor_rt = vae_round_trip(model, refs.floor)
-    if floor_rt is None:
+    both = vae_round_trip(model, torch.cat([refs.floor, concept_images]))       # one pipeline load for both sets
+    if both is None:
         return None
+    floor_rt, concepts_rt = both[:len(refs.floor)], both[len(refs.floor):]
     m = image_set_metrics(net, refs.reference, floor_rt)
     out = {"images": "floor images after a round trip through the model's VAE",
            "fid_conjure": m["fid_conjure"], "fid_conjure_ci95": m["ci95"]["fid_conjure"],
@@ -179,7 +180,7 @@ def decoder_ceiling(model: str, net, refs, concept_images: torch.Tensor, concept
         out["class_prompt_accuracy_concepts"] = class_prompt_accuracy(
             class_accuracy_by_source(net, concept_images, concept_records))
         out["class_prompt_accuracy_concepts_vae"] = class_prompt_accuracy(
-            class_accuracy_by_source(net, vae_round_trip(model, concept_images), concept_records))
+            class_accuracy_by_source(net, concepts_rt, concept_records))
     return out
 
 
