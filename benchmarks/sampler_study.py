@@ -333,9 +333,9 @@ def markdown(r: dict) -> str:
         lines.append(f"DPM++ 2M against DDPM 1000 ({by}): "
                      + (f"in this preview {verdict}, which is not a test of the claim." if r["preview"]
                         else f"{verdict}."))
+        ref = next(x for x in r["rows"] if (x["sampler"], x["steps"]) == REFERENCE)
         floor = c.get("at_floor_by_steps") or {}
         if floor and None not in floor.values():
-            ref = next(x for x in r["rows"] if (x["sampler"], x["steps"]) == REFERENCE)
             near = ", ".join(f"{k} steps: {'at the floor' if v else 'above the floor'}" for k, v in floor.items())
             lines += ["", f"The sharper check, FID to DDPM 1000's own images half against half (floor: DDPM 1000 "
                           f"against itself, {ref['fid_to_ddpm']:.2f} [{ref['fid_to_ddpm_ci95'][0]:.2f}, "
@@ -344,7 +344,6 @@ def markdown(r: dict) -> str:
         others = [x for x in r["rows"] if "vs_ddpm_1000" in x]
         matched = [x for x in others if x["vs_ddpm_1000"]["match"]]
         fewest = min(others, key=lambda x: x["nfe_per_image"])
-        ref = next(x for x in r["rows"] if (x["sampler"], x["steps"]) == REFERENCE)
         lines += ["", f"{len(matched)} of {len(others)} fast configurations match DDPM 1000, "
                       f"{fewest['sampler']} at {fewest['steps']} steps ({fewest['nfe_per_image']:g} evaluations) "
                       + ("among them" if fewest in matched else "not among them") + "."
