@@ -10,8 +10,11 @@ import torch
 from conjure.training.cache import file_hash
 
 
-def _compute() -> str:
+def compute_description() -> str:
+    """Where the network was trained: the GPU when training used one (train_features does when CUDA is there)."""
     from conjure.training.cpu import cpu_name
+    if torch.cuda.is_available():
+        return f"GPU ({torch.cuda.get_device_name(0)}), torch {torch.__version__}"
     return f"CPU ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), shared with other jobs"
 
 
@@ -42,7 +45,7 @@ Inception-style score and precision/recall; those metrics are named `fid_conjure
   with warm-up and cosine decay, weight decay {recipe.weight_decay}, random shifts of up to {recipe.max_shift} px,
   the sum of one cross-entropy per head over the items that carry its label).
 - **Steps:** {metrics["steps"]} ({metrics["images_seen"]} images seen) in {metrics["train_seconds"] / 60:.1f} minutes.
-- **Compute:** {_compute()}.
+- **Compute:** {metrics.get("compute") or compute_description()}.
 - **Reproduce:** `conjure train recipes/{recipe.name}.yaml --export models/{recipe.name}`
 
 ## Held-out accuracy per head
@@ -105,7 +108,7 @@ Input: uint8 RGB (B, 3, H, W), resized to 64x64.
   decay {recipe.weight_decay}, text hidden width {recipe.text_hidden};
   {trunk}.{second}
 - **Steps:** {metrics["steps"]} ({metrics["images_seen"]} images seen) in {metrics["train_seconds"] / 60:.1f} minutes.
-- **Compute:** {_compute()}.
+- **Compute:** {metrics.get("compute") or compute_description()}.
 - **Reproduce:** `conjure train recipes/{recipe.name}.yaml --export models/{recipe.name}`
 
 ## Held-out retrieval

@@ -76,10 +76,14 @@ def load_image_set(sources: list[str], split: str, size: int = 64, per_source_li
 
 
 def random_shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each uint8 image (B, 3, H, W) by up to `max_shift` px, filling with white."""
+    """Translate each uint8 image (B, 3, H, W) by up to `max_shift` px, filling with white. The offsets are drawn
+    on the CPU from `gen`, so a run draws the same shifts on any device; the crop is one gather."""
     if max_shift <= 0:
         return images
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=255)
-    offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=gen)
-    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(offs.tolist())])
+    offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=gen).to(images.device)
+    rows = offs[:, :1] + torch.arange(h, device=images.device)                  # (B, H)
+    cols = offs[:, 1:] + torch.arange(w, device=images.device)                  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()

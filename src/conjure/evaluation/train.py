@@ -42,7 +42,7 @@ def _save_state(path: Path, model, opt, step: int, seconds: float) -> None:
 def _load_state(path: Path, model, opt) -> tuple[int, float]:
     if not path.is_file():
         return 0, 0.0
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location=next(model.parameters()).device)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     return int(state["step"]), float(state["seconds"])
@@ -75,12 +75,14 @@ def _epoch_order(n_fixed: torch.Tensor, pool: torch.Tensor, per_epoch: int, seed
 @torch.no_grad()
 def head_accuracy(model: FeatureNet, images: torch.Tensor, labels: dict[str, torch.Tensor],
                   batch: int = 500) -> dict[str, dict]:
-    """Accuracy per head on the items that carry its label: {head: {"accuracy", "n"}}."""
+    """Accuracy per head on the items that carry its label: {head: {"accuracy", "n"}}. Batches go to the
+    model's device; predictions come back to the CPU."""
     model.eval()
+    device = next(model.parameters()).device
     logits: dict[str, list] = {h: [] for h in labels}
     for i in range(0, len(images), batch):
-        for h, lg in model.logits(model(images[i:i + batch])).items():
-            logits[h].append(lg.argmax(1))
+        for h, lg in model.logits(model(images[i:i + batch].to(device))).items():
+            logits[h].append(lg.argmax(1).cpu())
     out = {}
     for h, y in labels.items():
         pred, mask = torch.cat(logits[h]), y >= 0
@@ -90,15 +92,19 @@ def head_accuracy(model: FeatureNet, images: torch.Tensor, labels: dict[str, tor
 
 
 def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | None = None) -> Path | None:
-    """Train the classifier; returns run_dir/model when finished, None when stopped by `max_minutes`."""
+    """Train the classifier; returns run_dir/model when finished, None when stopped by `max_minutes`.
+    On a CUDA machine the images, labels and model live on the GPU (the same shifts and item order are drawn
+    on the CPU either way); elsewhere it trains on `recipe.threads` CPU threads."""
     torch.set_num_threads(recipe.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(recipe.seed)
     state_path = run_dir / "checkpoint" / "state.pt"
 
     # --- data: the training split in memory, one label vector per head (-1 = not applicable)
     data = load_image_set(recipe.sources, "train")
     vocab = head_vocab(data.records, recipe.heads)
-    labels = label_tensor(data.records, vocab)
+    labels = {h: y.to(device) for h, y in label_tensor(data.records, vocab).items()}
+    images = data.images.to(device)
     is_fashion = torch.tensor([r["source"] == "fashion_mnist" for r in data.records])
     fixed, pool = (~is_fashion).nonzero().squeeze(1), is_fashion.nonzero().squeeze(1)
     per_epoch = min(recipe.fashion_per_epoch, len(pool))
@@ -106,11 +112,11 @@ def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | No
     total = steps_per_epoch * recipe.epochs
 
     # --- model and optimiser (resumed when a checkpoint exists)
-    model = FeatureNet(FeatureNetConfig(**FEATURE_PRESETS[recipe.preset], heads=vocab))
+    model = FeatureNet(FeatureNetConfig(**FEATURE_PRESETS[recipe.preset], heads=vocab)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     step, seconds = _load_state(state_path, model, opt)
     print(f"{len(data.records)} training images, heads {({h: len(v) for h, v in vocab.items()})}, "
-          f"{total} steps, starting at {step}", flush=True)
+          f"{total} steps, starting at {step}, on {device}", flush=True)
 
     # --- loop
     t0 = time.time() - seconds
@@ -121,13 +127,13 @@ def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | No
         order = _epoch_order(fixed, pool, per_epoch, recipe.seed, epoch)
         idx = order[k * recipe.batch:(k + 1) * recipe.batch]
         aug = torch.Generator().manual_seed(recipe.seed * 7919 + step)
-        x = random_shift(data.images[idx], recipe.max_shift, aug)
+        x = random_shift(images[idx.to(device)], recipe.max_shift, aug)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, total, recipe.lr)
         logits = model.logits(model(x))
         losses = {}
         for h, lg in logits.items():
-            y = labels[h][idx]
+            y = labels[h][idx.to(device)]
             if (y >= 0).any():
                 losses[h] = F.cross_entropy(lg, y, ignore_index=-1)
         loss = sum(losses.values())
@@ -144,14 +150,14 @@ def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | No
             return None
 
     # --- held-out numbers and the frozen model folder
-    from conjure.evaluation.cards import write_features_card
+    from conjure.evaluation.cards import compute_description, write_features_card
     model.eval()
     metrics = {"train_seconds": round(time.time() - t0, 1), "steps": total, "images_seen": total * recipe.batch,
-               "train_images": len(data.records)}
+               "train_images": len(data.records), "compute": compute_description()}
     for split in ("validation", "test"):
         held = load_image_set(recipe.sources, split)
         metrics[split] = head_accuracy(model, held.images, label_tensor(held.records, vocab))
-    out = model.save_pretrained(run_dir / "model", extra={"kind": "feature_classifier", "recipe": recipe.name})
+    out = model.cpu().save_pretrained(run_dir / "model", extra={"kind": "feature_classifier", "recipe": recipe.name})
     write_features_card(out, recipe, metrics)
     return out
 

@@ -48,6 +48,8 @@ class FeatureNetConfig:
 FEATURE_PRESETS = {
     "tiny": dict(widths=[16, 32, 64, 128], num_features=128),
     "small": dict(widths=[32, 64, 128, 256], num_features=256),
+    "base": dict(widths=[48, 96, 192, 384], num_features=384),
+    "wide": dict(widths=[64, 128, 256, 512], num_features=512),
 }
 
 
