@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from conjure.config import BUILTIN_MODELS_DIR
 from conjure.lab.data import CLASSES, load_split, text_for, to_metric_images, to_uint8
 from conjure.lab.families import Family
 
@@ -19,10 +20,16 @@ N_EVAL = 2000
 KMEANS_K = 10
 
 
+# The lab's judge is pinned to conjure-features v1: every family in the committed lab table was measured with it,
+# and a family measured under another judge would not be comparable with the rest. Moving the lab to v2 means
+# re-evaluating every family (recipes/lab.sh) with LAB_JUDGE pointing at models/conjure-features.
+LAB_JUDGE = BUILTIN_MODELS_DIR / "conjure-features-v1"
+
+
 @lru_cache(maxsize=1)
 def feature_net():
     from conjure.evaluation.metrics import load_feature_net
-    return load_feature_net()
+    return load_feature_net(LAB_JUDGE)
 
 
 def _class_index_map() -> torch.Tensor:
@@ -55,9 +62,8 @@ def _cache_dir() -> Path:
     """Reference numbers that depend only on the data and the frozen feature network, kept between runs
     under CONJURE_HOME, keyed by the feature network's file hash."""
     from conjure.config import get_settings
-    from conjure.evaluation.metrics import FEATURES_MODEL
     from conjure.training.cache import file_hash
-    d = get_settings().home / "cache" / "lab" / file_hash(FEATURES_MODEL / "model.safetensors")[:16]
+    d = get_settings().home / "cache" / "lab" / file_hash(LAB_JUDGE / "model.safetensors")[:16]
     d.mkdir(parents=True, exist_ok=True)
     return d
 

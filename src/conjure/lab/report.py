@@ -432,7 +432,7 @@ def report_markdown(s: dict) -> str:
              "half-life, prompt dropout 0.1 where the family can use it), and judged by the same code "
              "(`src/conjure/lab/evaluate.py`) on "
              f"{any_['n_samples']} samples (200 per class prompt \"a photo of a CLASS\", fixed seeds) at 64x64 with "
-             "conjure's own feature classifier (`models/conjure-features`): `fid_conjure` is not Inception FID. "
+             "conjure's own feature classifier, v1 (`models/conjure-features-v1`, the lab's pinned judge): `fid_conjure` is not Inception FID. "
              "Every family samples without classifier-free guidance (one network evaluation per step), so that "
              "no family gets a knob the others lack; DDPM and latent diffusion use DDIM at 50 steps (and, on 500 samples, "
              "DDPM's ancestral sampler at 1000 steps), flow matching "
