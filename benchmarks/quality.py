@@ -109,6 +109,9 @@ def ceiling_markdown(q: dict) -> list[str]:
     for s, v in q["class_accuracy_by_source"].items():
         lines.append(f"| {s} | {real.get(s, nan):.3f} | {c['class_accuracy_by_source'].get(s, nan):.3f} | {v:.3f} | "
                      f"{tr.get(s, nan):.3f} | {tr_vae.get(s, nan):.3f} | {inv.get(s, nan):.3f} |")
+    lines += ["", "The in-vocabulary real images come from the training split, which conjure-features trained on: "
+              "its accuracy there shows how well it fits what it has seen, not how it judges an unseen image. "
+              "The held-out columns are the judge's honest reading."]
     return lines
 
 
