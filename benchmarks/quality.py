@@ -109,6 +109,7 @@ def ceiling_markdown(q: dict) -> list[str]:
     for s, v in q["class_accuracy_by_source"].items():
         lines.append(f"| {s} | {real.get(s, nan):.3f} | {c['class_accuracy_by_source'].get(s, nan):.3f} | {v:.3f} | "
                      f"{tr.get(s, nan):.3f} | {tr_vae.get(s, nan):.3f} | {inv.get(s, nan):.3f} |")
+    lines += ["", f"![class-prompt accuracy per source](quality_{q['model'].replace('-', '_')}.png)"]
     lines += ["", "The in-vocabulary real images come from the training split, which conjure-features trained on: "
               "its accuracy there shows how well it fits what it has seen, not how it judges an unseen image. "
               "The held-out columns are the judge's honest reading."]
@@ -162,14 +163,55 @@ def markdown(q: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_class_accuracy(q: dict, path: Path) -> Path:
+    """Bars per source: class-prompt accuracy of generated held-out images, of the same concepts' real unseen
+    images after the model's VAE (the decoder's ceiling) and as they are; the target as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    gen = q["class_accuracy_by_source"]
+    real = q.get("class_accuracy_real_by_source") or {}
+    vae = (q.get("decoder_ceiling") or {}).get("class_accuracy_by_source") or {}
+    sources = list(gen)
+    x = np.arange(len(sources))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for k, (label, vals, colour) in enumerate((("generated", gen, "#4c72b0"), ("real unseen, after the VAE", vae, "#dd8452"),
+                                              ("real unseen", real, "#55a868"))):
+        ax.bar(x + (k - 1) * 0.27, [vals.get(s, np.nan) for s in sources], 0.27, label=label, color=colour)
+    goal = TARGETS["class_accuracy"][1]
+    ax.axhline(goal, color="black", lw=1, ls="--", label=f"target {goal}")
+    ax.set_xticks(x, sources)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("class-prompt accuracy")
+    ax.set_title(f"{q['model']} ({q['model_hash'][:12]}), held-out suite, judged by conjure-features "
+                 f"{q['evaluators']['conjure-features'][:8]}", fontsize=9)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(q: dict, name: str) -> None:
+    """quality_NAME.json, .md and .png under benchmarks/results."""
+    (RESULTS / f"quality_{name}.json").write_text(json.dumps(q, indent=1, default=float) + "\n")
+    (RESULTS / f"quality_{name}.md").write_text(markdown(q))
+    plot_class_accuracy(q, RESULTS / f"quality_{name}.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--render", action="store_true", help="redraw the .md and .png from the committed JSON only")
     ap.add_argument("--model", default="conjure-tiny")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--n-invocab", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (2 on an idle 2-core CPU)")
     args = ap.parse_args()
+    name = args.model.replace("-", "_")
+    if args.render:
+        write(json.loads((RESULTS / f"quality_{name}.json").read_text()), name)
+        return
     from conjure.evaluation.report import evaluate
     runs = {}
     for suite, n in (("heldout", args.n), ("invocab", args.n_invocab)):
@@ -181,9 +223,7 @@ def main() -> None:
     from conjure.training.cpu import cpu_name
     q["threads"] = args.threads
     q["machine"] = f"{cpu_name()}, {args.threads} thread(s), Python {platform.python_version()}"
-    name = args.model.replace("-", "_")
-    (RESULTS / f"quality_{name}.json").write_text(json.dumps(q, indent=1, default=float) + "\n")
-    (RESULTS / f"quality_{name}.md").write_text(markdown(q))
+    write(q, name)
     print(markdown(q))
 
 

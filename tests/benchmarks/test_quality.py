@@ -58,3 +58,18 @@ def test_summary_carries_the_decoder_ceiling_beside_real_and_generated(quality):
     text = quality.markdown(q)
     assert "| fid_conjure, held-out floor images (95% CI) | 10.00 | 14.00 [12.00, 16.00] | 30.00 |" in text
     assert "| b | 0.700 | 0.500 | 0.700 | 0.950 | 0.550 | 0.600 |" in text
+
+
+def test_the_class_accuracy_chart_is_drawn_from_the_summary_and_linked(quality, tmp_path):
+    heldout = _run(30.0, 10.0, {"a": {"r1": 0.2, "n": 10}}, {"a": {"r1": 0.4, "n": 10}}, {"a": 0.9, "b": 0.7})
+    invocab = _run(0, 1, {"a": {"r1": 0.1, "n": 30}}, {"a": {"r1": 0.3, "n": 30}}, {"a": 0.8, "b": 0.6})
+    heldout["decoder_ceiling"] = {"fid_conjure": 14.0, "fid_conjure_ci95": [12.0, 16.0], "kid_conjure": 0.02,
+                                  "class_prompt_accuracy": {"a": 0.85, "b": 0.5}}
+    heldout["evaluators"] = {"conjure-features": "0123456789abcdef", "conjure-clip": "fedcba9876543210"}
+    q = quality.summarise(heldout, invocab)
+    q["machine"] = "test"
+    png = quality.plot_class_accuracy(q, tmp_path / "quality_m.png")
+    from PIL import Image
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 400
+    assert "![class-prompt accuracy per source](quality_m.png)" in quality.markdown(q)
