@@ -7,6 +7,7 @@ state (state.pt: optimizer, step, RNG; loaded with weights_only=True) as separat
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import time
@@ -57,10 +58,18 @@ def current_config(run_dir: Path) -> dict:
     return json.loads((later[-1] if later else run_dir / "config.json").read_text())
 
 
+def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
+    """The module itself when it lives on the CPU, else a CPU copy (for saving from a GPU run)."""
+    return module if next(module.parameters()).device.type == "cpu" else copy.deepcopy(module).to("cpu")
+
+
 def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | None = None,
-          init_from: Path | None = None) -> Path:
+          init_from: Path | None = None, sample_grids: bool = True) -> Path:
     """Train (or resume, when run_dir has a checkpoint). `init_from` warm-starts a new run from a finished
-    model folder (its U-Net, and its images-seen count from metrics.json), with a fresh optimiser."""
+    model folder (its U-Net, and its images-seen count from metrics.json), with a fresh optimiser.
+    On a GPU the cached latents and token states, and the EMA copy, live on the GPU (index draws and noise
+    still come from the CPU generator, so a run draws the same items on any device). `sample_grids=False`
+    skips the sample grids (which need the text encoder package, absent on a bare GPU machine)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -76,6 +85,10 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
     vae = TinyVAE.from_pretrained(recipe.vae).eval()
     cache = build_cache(cache_dir, vae, Path(recipe.vae) / "diffusion_pytorch_model.safetensors", recipe.sources,
                         recipe.image_size, recipe.max_tokens)
+    on_gpu = acc.device.type == "cuda"
+    if on_gpu:
+        cache.latents, cache.states, cache.masks = (t.to(acc.device) for t in (cache.latents, cache.states,
+                                                                                cache.masks))
     n_items = cache.latents.shape[0]
     n_caps = torch.tensor([len(c) for c in cache.item_captions])
     cap_table = torch.zeros(n_items, int(n_caps.max()), dtype=torch.long)
@@ -110,16 +123,18 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
     ema = EMA(unet, recipe.ema_half_life_images)
     if resuming:
         ema.model.load_state_dict(type(unet).from_pretrained(ckpt / "unet_ema").state_dict())
+    ema.model.to(acc.device)
     unet, opt = acc.prepare(unet, opt)
     prompts = read_prompts(recipe.sample_prompts)
     spec = ModelSpec(name=recipe.name, base_size=recipe.image_size, max_tokens=recipe.max_tokens)
 
     def save() -> None:
-        raw = acc.unwrap_model(unet)
+        raw = _on_cpu(acc.unwrap_model(unet))
+        ema_cpu = _on_cpu(ema.model)
         ckpt.mkdir(exist_ok=True)
         raw.save_pretrained(ckpt / "unet")
-        ema.model.save_pretrained(ckpt / "unet_ema")
-        save_components(Components(ema.model, vae, dict(sched.config), spec), run_dir / "model")
+        ema_cpu.save_pretrained(ckpt / "unet_ema")
+        save_components(Components(ema_cpu, vae, dict(sched.config), spec), run_dir / "model")
         tmp = ckpt / "state.pt.tmp"
         torch.save({"opt": opt.state_dict(), "step": step, "images_seen": images_seen, "rng": gen.get_state(),
                     "torch_rng": torch.get_rng_state()}, tmp)
@@ -143,6 +158,8 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
         pick = (torch.rand(B, generator=gen) * n_caps[idx]).long()
         cap = cap_table[idx, pick]
         cap = torch.where(torch.rand(B, generator=gen) < recipe.prompt_dropout, torch.zeros_like(cap), cap)
+        if on_gpu:
+            idx, cap = idx.to(acc.device), cap.to(acc.device)
         x_0 = cache.latents[idx].float().to(acc.device)                          # (B, C, h, w)
         ctx = cache.states[cap].float().to(acc.device)                           # (B, T, 384)
         ctx_mask = cache.masks[cap].to(acc.device)                               # (B, T)
@@ -170,7 +187,7 @@ def train(recipe: Recipe, run_dir: Path, cache_dir: Path, max_minutes: float | N
         crossed = lambda every: images_seen // every != (images_seen - B) // every   # noqa: E731
         if crossed(recipe.save_every_images) or images_seen >= recipe.images or out_of_time:
             save()
-        if crossed(recipe.sample_every_images) or images_seen >= recipe.images or out_of_time:
+        if sample_grids and (crossed(recipe.sample_every_images) or images_seen >= recipe.images or out_of_time):
             write_sample_grid(run_dir / "samples" / f"{images_seen:09d}.png", run_dir / "model", prompts)
         if out_of_time:
             break
