@@ -41,6 +41,7 @@ def pack() -> None:
     sys.path.insert(0, str(HERE.parent / "judge-v2"))
     import train_on_gpu as judge
     judge.SOURCES = SOURCES
+    PACK.mkdir(parents=True, exist_ok=True)
     judge.pack(dst=PACK / "data")
     cache_json = sorted(Path(os.environ.get("CONJURE_HOME", ".cache/conjure"), "cache").glob("train-cache-*.json"))
     captions = json.loads(cache_json[-1].read_text())["captions"]

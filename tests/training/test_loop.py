@@ -70,6 +70,16 @@ def test_train_then_resume(tiny_data, tiny_vae_dir, tmp_path):
     assert "000000128.png" in {p.name for p in (run / "samples").iterdir()}
 
 
+def test_a_run_without_sample_grids_still_saves_its_model(tiny_data, tiny_vae_dir, tmp_path):
+    """sample_grids=False (a bare GPU machine has no text encoder package for the pipeline) skips the grids only."""
+    recipe = _recipe(tmp_path, tiny_vae_dir, tiny_data.sources)
+    run = new_run_dir(tmp_path / "runs", recipe.name)
+    model_dir = train(recipe, run, tmp_path / "cache", sample_grids=False)
+    assert not (run / "samples").exists() or not any((run / "samples").iterdir())
+    assert state_step(run / "checkpoint" / "state.pt") == 4
+    assert (model_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
 def test_new_run_dir_never_reuses(tmp_path):
     a, b = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
     assert a != b and a.is_dir() and b.is_dir()
