@@ -3,7 +3,6 @@ pack/unpack round trip and selection rule."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from conjure.evaluation import train as train_mod
 from conjure.evaluation.data import ImageSet, random_shift
 from conjure.evaluation.recipe import FeatureRecipe
+from tests.benchmarks.helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,10 +74,7 @@ def test_train_features_learns_stops_resumes_and_writes_a_card(tmp_path, constru
 
 
 def _driver():
-    spec = importlib.util.spec_from_file_location("train_on_gpu", REPO / "recipes" / "judge-v2" / "train_on_gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("recipes/judge-v2/train_on_gpu.py")
 
 
 def test_judge_v2_pack_and_unpack_give_back_the_same_files(tmp_path, monkeypatch):

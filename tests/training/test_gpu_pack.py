@@ -3,21 +3,19 @@ give the packaged encoder's token states to within fp16 rounding (recipes/conjur
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.benchmarks.helpers import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_module():
-    spec = importlib.util.spec_from_file_location("tiny_gpu_run", REPO / "recipes" / "conjure-tiny-gpu" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("recipes/conjure-tiny-gpu/run.py", "tiny_gpu_run")
 
 
 def test_compact_encoder_matches_the_packaged_one(tmp_path, monkeypatch):
