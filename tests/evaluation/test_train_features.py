@@ -116,3 +116,23 @@ def test_the_committed_judge_is_the_rule_s_pick_and_its_hash_is_on_its_card():
     assert sha == cands["candidates"][cands["winner"]]["weights_sha256"]
     assert sha in (folder / "README.md").read_text()
     assert json.loads((folder / "config.json").read_text())["widths"] == [64, 128, 256, 512]
+
+
+def test_features_of_caches_on_disk_under_the_weights_and_the_images(tmp_path, monkeypatch):
+    from conjure.evaluation import metrics
+    from conjure.models.features import FEATURE_PRESETS, FeatureNet, FeatureNetConfig
+    torch.manual_seed(0)
+    net = FeatureNet(FeatureNetConfig(**FEATURE_PRESETS["tiny"], heads={"source": ["a", "b"]})).eval()
+    images = torch.randint(0, 256, (7, 3, 64, 64), dtype=torch.uint8)
+    plain = metrics.features_of(net, images, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())                      # a network that does not know its hash: no cache
+    net.weights_id = "0123456789abcdef"
+    first = metrics.features_of(net, images, cache_dir=tmp_path)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("features-0123456789abcdef-")
+    monkeypatch.setattr(FeatureNet, "forward", lambda self, x: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = metrics.features_of(net, images, cache_dir=tmp_path)   # from disk: the network is not called
+    assert torch.equal(first, plain) and torch.equal(again, first) and again.dtype == torch.float64
+    monkeypatch.undo()
+    metrics.features_of(net, images.flip(0), cache_dir=tmp_path)    # other images: another file
+    assert len(list(tmp_path.iterdir())) == 2

@@ -54,7 +54,10 @@ def load_feature_net(folder: Path | None = None) -> FeatureNet:
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"no feature classifier at {folder}; train it with: "
                                 "conjure train recipes/conjure-features.yaml --export models/conjure-features")
-    return FeatureNet.from_pretrained(folder)
+    net = FeatureNet.from_pretrained(folder)
+    from conjure.training.cache import file_hash
+    net.weights_id = file_hash(folder / "model.safetensors")[:16]     # names cached features (features_of)
+    return net
 
 
 def _batches(images: torch.Tensor, batch: int):
@@ -63,10 +66,31 @@ def _batches(images: torch.Tensor, batch: int):
 
 
 @torch.no_grad()
-def features_of(net: FeatureNet, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float64 features (N, D)."""
+def features_of(net: FeatureNet, images: torch.Tensor, batch: int = 500, cache_dir: Path | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float64 features (N, D).
+
+    With `cache_dir`, and a network from load_feature_net (which knows its weights' hash), the features are kept
+    on disk under the weights' hash and the images' content hash, so a large fixed set (the training images the
+    memorisation rate compares against) is computed once per judge. The cached values are the network's own
+    float32 outputs, so a cached result equals a computed one exactly."""
     net.eval()
-    return torch.cat([net(b).double() for b in _batches(images, batch)])
+    weights_id = getattr(net, "weights_id", None)
+    path = None
+    if cache_dir is not None and weights_id:
+        import hashlib
+        digest = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()[:16]
+        path = Path(cache_dir) / f"features-{weights_id}-{digest}-{len(images)}-b{batch}.safetensors"
+        if path.is_file():
+            from safetensors.torch import load_file
+            return load_file(str(path))["features"].double()
+    feats = torch.cat([net(b) for b in _batches(images, batch)])
+    if path is not None:
+        from safetensors.torch import save_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": feats.float().contiguous()}, str(tmp))
+        tmp.replace(path)                                   # atomic: a killed run leaves no half file
+    return feats.double()
 
 
 # ------------------------------------------------------------------------------ metrics on features

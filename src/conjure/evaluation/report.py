@@ -394,7 +394,8 @@ def _retrieval_and_memorisation(net, clip, fake: torch.Tensor, val: torch.Tensor
     near = nearest_captions(text_vectors(prompts), text_vectors(captions, get_settings().home / "cache")).tolist()
     retrieved = train.images[near]
     labels = label_tensor([{"source": s, "labels": r["labels"]} for s, r in zip(sources, rows)], net.config.heads)
-    f_train, f_test = features_of(net, train.images), features_of(net, test)
+    f_train = features_of(net, train.images, cache_dir=get_settings().home / "cache" / "features")
+    f_test = features_of(net, test)
     return {
         "retrieval_baseline": {
             "text_vectors": "MiniLM pooled, canonical training captions",
