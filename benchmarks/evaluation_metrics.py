@@ -71,7 +71,8 @@ def main() -> None:
                   f"(validation-split images in place of generated ones; generation excluded), "
                   f"{e['torch_threads']} torch thread as evaluate sets it: median **{e['median_s']} s** over "
                   f"{len(e['runs_s'])} runs ({', '.join(str(x) for x in e['runs_s'])} s; the first run also fills "
-                  f"the cache of training-caption text vectors when it is empty). Budget: 300 s for 2,000 images."]
+                  f"the caches of training-caption text vectors and of the training images' features (once per "
+                  f"judge) when they are empty). Budget: 300 s for 2,000 images."]
     (RESULTS / "evaluation_metrics.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
