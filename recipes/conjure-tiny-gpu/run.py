@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import lzma
-import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -40,9 +38,8 @@ def pack() -> None:
     from conjure.text.encoder import Tokenizer, model_path
     sys.path.insert(0, str(HERE.parent / "judge-v2"))
     import train_on_gpu as judge
-    judge.SOURCES = SOURCES
     PACK.mkdir(parents=True, exist_ok=True)
-    judge.pack(dst=PACK / "data")
+    judge.pack(dst=PACK / "data", sources=SOURCES)
     cache_json = sorted(Path(os.environ.get("CONJURE_HOME", ".cache/conjure"), "cache").glob("train-cache-*.json"))
     captions = json.loads(cache_json[-1].read_text())["captions"]
     ids, mask = Tokenizer(model_path())(captions, 16)
@@ -105,9 +102,8 @@ def train_there(seconds: float) -> None:
     from conjure.training.loop import train
     sys.path.insert(0, str(HERE.parent / "judge-v2"))
     import train_on_gpu as judge
-    judge.SOURCES = SOURCES
     home = Path(os.environ.setdefault("CONJURE_HOME", "/tmp/conjure-home"))
-    judge.unpack(PACK / "data", home / "data")
+    judge.unpack(PACK / "data", home / "data", sources=SOURCES)
     cache_mod.TextEncoder = CompactEncoder
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True

@@ -30,9 +30,10 @@ SOURCES = ["noto", "twemoji", "mdi", "tabler", "lucide", "bootstrap", "fashion_m
 ORDER = ["small", "base", "wide"]          # network size, for ties
 
 
-def pack(data: Path = Path(".cache/conjure/data"), dst: Path = Path(".gpu/data")) -> None:
+def pack(data: Path = Path(".cache/conjure/data"), dst: Path = Path(".gpu/data"),
+         sources: list[str] = SOURCES) -> None:
     """Compress the built sources (xz); Fashion-MNIST, grey in three equal channels, travels as one."""
-    for s in SOURCES:
+    for s in sources:
         (dst / s).mkdir(parents=True, exist_ok=True)
         a = np.load(data / s / "images.npy")
         grey = bool((a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all())
@@ -43,8 +44,8 @@ def pack(data: Path = Path(".cache/conjure/data"), dst: Path = Path(".gpu/data")
         shutil.copy(data / s / "meta.json", dst / s / "meta.json")
 
 
-def unpack(src: Path, data: Path) -> None:
-    for s in SOURCES:
+def unpack(src: Path, data: Path, sources: list[str] = SOURCES) -> None:
+    for s in sources:
         (data / s).mkdir(parents=True, exist_ok=True)
         with lzma.open(src / s / "images.npy.xz") as f:
             a = np.load(f)

@@ -77,9 +77,8 @@ def _driver():
     return load_script("recipes/judge-v2/train_on_gpu.py")
 
 
-def test_judge_v2_pack_and_unpack_give_back_the_same_files(tmp_path, monkeypatch):
+def test_judge_v2_pack_and_unpack_give_back_the_same_files(tmp_path):
     driver = _driver()
-    monkeypatch.setattr(driver, "SOURCES", ["grey", "colour"])
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
     g = rng.integers(0, 256, (5, 28, 28, 1), dtype=np.uint8).repeat(3, axis=3)    # equal channels: packed as one
@@ -89,8 +88,8 @@ def test_judge_v2_pack_and_unpack_give_back_the_same_files(tmp_path, monkeypatch
         np.save(data / name / "images.npy", arr)
         (data / name / "items.jsonl").write_text(f'{{"source": "{name}"}}\n' * len(arr))
         (data / name / "meta.json").write_text("{}")
-    driver.pack(data, tmp_path / "packed")
-    driver.unpack(tmp_path / "packed", tmp_path / "out")
+    driver.pack(data, tmp_path / "packed", sources=["grey", "colour"])
+    driver.unpack(tmp_path / "packed", tmp_path / "out", sources=["grey", "colour"])
     for name in ("grey", "colour"):
         for f in ("images.npy", "items.jsonl", "meta.json"):
             assert (tmp_path / "out" / name / f).read_bytes() == (data / name / f).read_bytes(), (name, f)
