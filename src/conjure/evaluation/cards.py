@@ -10,11 +10,11 @@ import torch
 from conjure.training.cache import file_hash
 
 
-def compute_description() -> str:
-    """Where the network was trained: the GPU when training used one (train_features does when CUDA is there)."""
+def compute_description(device: torch.device | str = "cpu") -> str:
+    """Where a network was trained, from the device its loop used (the CPU unless the loop says otherwise)."""
     from conjure.training.cpu import cpu_name
-    if torch.cuda.is_available():
-        return f"GPU ({torch.cuda.get_device_name(0)}), torch {torch.__version__}"
+    if torch.device(device).type == "cuda":
+        return f"GPU ({torch.cuda.get_device_name(torch.device(device))}), torch {torch.__version__}"
     return f"CPU ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), shared with other jobs"
 
 

@@ -153,7 +153,7 @@ def train_features(recipe: FeatureRecipe, run_dir: Path, max_minutes: float | No
     from conjure.evaluation.cards import compute_description, write_features_card
     model.eval()
     metrics = {"train_seconds": round(time.time() - t0, 1), "steps": total, "images_seen": total * recipe.batch,
-               "train_images": len(data.records), "compute": compute_description()}
+               "train_images": len(data.records), "compute": compute_description(device)}
     for split in ("validation", "test"):
         held = load_image_set(recipe.sources, split)
         metrics[split] = head_accuracy(model, held.images, label_tensor(held.records, vocab))

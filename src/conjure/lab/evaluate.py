@@ -62,8 +62,7 @@ def _cache_dir() -> Path:
     """Reference numbers that depend only on the data and the frozen feature network, kept between runs
     under CONJURE_HOME, keyed by the feature network's file hash."""
     from conjure.config import get_settings
-    from conjure.training.cache import file_hash
-    d = get_settings().home / "cache" / "lab" / file_hash(LAB_JUDGE / "model.safetensors")[:16]
+    d = get_settings().home / "cache" / "lab" / feature_net().weights_id      # load_feature_net hashed the weights
     d.mkdir(parents=True, exist_ok=True)
     return d
 
